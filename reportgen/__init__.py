@@ -1,0 +1,7 @@
+"""reportgen: static report sites that show what a Keras CNN has learned."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the progress log
+
+__version__ = "0.1.0"

@@ -1,0 +1,162 @@
+"""reportgen.toml: which models to report on, validated up front with clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ReportgenError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_CONFIG = "reportgen.toml"
+
+
+@dataclass
+class ModelSpec:
+    """One model to report on: where it comes from, its data, and what to show."""
+
+    name: str
+    dataset: str
+    architecture: str | None = None  # a name from reportgen.zoo
+    model_file: str | None = None  # or a saved .keras / .h5 model
+    epochs: int = 3
+    batch_size: int = 128
+    samples: str | list[int] = "per-class"  # "per-class" or test-set indices
+    compare_classes: list[int] = field(default_factory=list)  # two class ids, or empty for the most confused pair
+    max_units: int = 256  # per-layer cap on units drawn (the rest are listed)
+    dream_image: str | None = None
+    description: str = ""
+
+    @property
+    def slug(self) -> str:
+        from .slugs import slugify
+
+        return slugify(self.name)
+
+    def fingerprint(self, seed: int, quick: bool) -> str:
+        """A short hash of everything that changes the trained weights."""
+        keys = {"dataset": self.dataset, "architecture": self.architecture, "epochs": self.epochs,
+                "batch_size": self.batch_size, "seed": seed, "quick": quick}
+        if self.model_file:
+            keys["model_file"] = str(self.model_file)
+        return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class Config:
+    """The whole config file: build settings and the models."""
+
+    models: list[ModelSpec]
+    out: str = "site"
+    cache_dir: str = ".cache/reportgen"
+    seed: int = 0
+    root: Path = field(default_factory=Path.cwd)  # the folder relative paths are resolved against
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    def model(self, name: str) -> ModelSpec:
+        for spec in self.models:
+            if spec.name == name:
+                return spec
+        known = ", ".join(s.name for s in self.models) or "none"
+        raise ReportgenError(f"no model named {name!r} in the config (known: {known})")
+
+
+BUILD_KEYS = {"out": str, "cache_dir": str, "seed": int}
+MODEL_FIELDS = {f.name: f for f in dataclasses.fields(ModelSpec)}
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate a config file; a missing default file gives an empty config."""
+    if path is None:
+        path = Path(DEFAULT_CONFIG)
+        if not path.exists():
+            return Config(models=[])
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportgenError(f"config file not found: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ReportgenError(f"{path}: not valid TOML ({exc})") from None
+    return parse_config(raw, source=str(path), root=path.resolve().parent)
+
+
+def parse_config(raw: dict[str, Any], source: str, root: Path) -> Config:
+    unknown = set(raw) - {"build", "models"}
+    if unknown:
+        raise ReportgenError(f"{source}: unknown key {sorted(unknown)[0]!r} (expected [build] and [[models]])")
+    build = raw.get("build", {})
+    if not isinstance(build, dict):
+        raise ReportgenError(f"{source}: [build] must be a table")
+    for key, value in build.items():
+        if key not in BUILD_KEYS:
+            raise ReportgenError(f"{source}: unknown key 'build.{key}' (known: {', '.join(BUILD_KEYS)})")
+        _check_type(value, BUILD_KEYS[key], f"'build.{key}'", source)
+    models_raw = raw.get("models", [])
+    if not isinstance(models_raw, list):
+        raise ReportgenError(f"{source}: 'models' must be an array of tables ([[models]])")
+    models = [parse_model(m, source, i) for i, m in enumerate(models_raw)]
+    names = [m.name for m in models]
+    for name in names:
+        if names.count(name) > 1:
+            raise ReportgenError(f"{source}: model name {name!r} is used twice")
+    return Config(models=models, root=root, **build)
+
+
+def parse_model(raw: Any, source: str, index: int) -> ModelSpec:
+    where = f"models[{index}]"
+    if not isinstance(raw, dict):
+        raise ReportgenError(f"{source}: {where} must be a table")
+    for key in ("name", "dataset"):
+        if key not in raw:
+            raise ReportgenError(f"{source}: {where} is missing the required key {key!r}")
+    where = f"model {raw['name']!r}"
+    for key, value in raw.items():
+        if key not in MODEL_FIELDS:
+            raise ReportgenError(f"{source}: unknown key {key!r} in {where} (known: {', '.join(MODEL_FIELDS)})")
+        _check_field(key, value, where, source)
+    spec = ModelSpec(**raw)
+    if bool(spec.architecture) == bool(spec.model_file):
+        raise ReportgenError(f"{source}: {where} needs exactly one of 'architecture' or 'model_file'")
+    if spec.compare_classes and len(spec.compare_classes) != 2:
+        raise ReportgenError(f"{source}: 'compare_classes' in {where} must list two class ids")
+    if not spec.name.strip():
+        raise ReportgenError(f"{source}: {where} has an empty name")
+    return spec
+
+
+def _check_field(key: str, value: Any, where: str, source: str) -> None:
+    if key == "samples":
+        if value == "per-class" or (isinstance(value, list) and all(_is_int(v) for v in value)):
+            return
+        raise ReportgenError(f"{source}: 'samples' in {where} must be \"per-class\" or a list of test-set indices")
+    if key == "compare_classes":
+        if isinstance(value, list) and all(_is_int(v) for v in value):
+            return
+        raise ReportgenError(f"{source}: 'compare_classes' in {where} must be a list of class ids")
+    expected = {"epochs": int, "batch_size": int, "max_units": int}.get(key, str)
+    _check_type(value, expected, f"'{key}' in {where}", source)
+    if expected is int and value < 1:
+        raise ReportgenError(f"{source}: '{key}' in {where} must be at least 1, not {value}")
+
+
+def _check_type(value: Any, expected: type, label: str, source: str) -> None:
+    ok = _is_int(value) if expected is int else isinstance(value, expected)
+    if not ok:
+        raise ReportgenError(f"{source}: {label} must be {expected.__name__}, not {type(value).__name__} ({value!r})")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,87 @@
+"""What every section builder gets: the trained model, its data, the test-set
+predictions (computed once) and a place to write pictures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import keras
+import matplotlib
+import numpy as np
+
+from .config import ModelSpec
+from .data import Dataset
+from .imaging import save_png
+from .slugs import slugify
+
+matplotlib.use("Agg")
+
+
+@dataclass
+class ModelContext:
+    """Everything a section needs about one model. Sections never mutate `model`
+    (clone it to swap activations) and write files only through `save_*`."""
+
+    spec: ModelSpec
+    model: keras.Model
+    data: Dataset  # x_test / x_train already fitted to the model's input shape
+    out_dir: Path  # the model's site folder being built (a temporary folder)
+    probabilities: np.ndarray  # (N_test, num_classes), the whole test set in one predict
+    history: dict[str, list[float]] = field(default_factory=dict)
+    seed: int = 0
+    quick: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # results one section shares with a later one
+
+    @cached_property
+    def predictions(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    @cached_property
+    def sample_indices(self) -> list[int]:
+        """Test-set indices of the sample images: one per class by default."""
+        if isinstance(self.spec.samples, list):
+            n = len(self.data.x_test)
+            bad = [i for i in self.spec.samples if not 0 <= i < n]
+            if bad:
+                from .errors import ReportgenError
+
+                raise ReportgenError(f"sample index {bad[0]} is outside the test set (0..{n - 1})")
+            return list(self.spec.samples)
+        return representative_per_class(self.data.y_test, self.probabilities)
+
+    @property
+    def samples(self) -> np.ndarray:
+        return self.data.x_test[self.sample_indices]
+
+    def class_name(self, label: int) -> str:
+        return self.data.class_names[int(label)]
+
+    def save_png(self, name: str, image: np.ndarray) -> str:
+        """Save a float [0, 1] image under img/ and return its path relative to the page."""
+        rel = f"img/{slugify(name)}.png"
+        save_png(self.out_dir / rel, image)
+        return rel
+
+    def save_figure(self, name: str, fig: matplotlib.figure.Figure, dpi: int = 110) -> str:
+        """Save a matplotlib figure under img/, close it, and return its relative path."""
+        import matplotlib.pyplot as plt
+
+        rel = f"img/{slugify(name)}.png"
+        (self.out_dir / "img").mkdir(parents=True, exist_ok=True)
+        fig.savefig(self.out_dir / rel, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+        plt.close(fig)
+        return rel
+
+
+def representative_per_class(labels: np.ndarray, probabilities: np.ndarray) -> list[int]:
+    """For each class, the test image the model is most confident is that class
+    (and got right): the clearest example of what the class looks like to the model."""
+    chosen = []
+    for c in range(probabilities.shape[1]):
+        members = np.flatnonzero(labels == c)
+        if len(members):
+            chosen.append(int(members[np.argmax(probabilities[members, c])]))
+    return chosen

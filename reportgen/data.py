@@ -1,0 +1,174 @@
+"""Datasets by spec name, through Keras's stock loaders, as float32 NHWC in [0, 1].
+
+Specs: `mnist`, `fashion_mnist`, `cifar10`, `cats_vs_dogs` and `folder:PATH`.
+The stock loaders download on a user's machine and read the Keras cache
+(`$KERAS_HOME/datasets`) when the files are already there.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ReportgenError
+
+DIGITS = [str(i) for i in range(10)]
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CATS_VS_DOGS_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
+FOLDER_IMAGE_SIZE = (150, 150)
+
+
+@dataclass
+class Dataset:
+    """Train and test arrays, float32 in [0, 1], images (N, H, W, C), integer labels."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list[str]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_test.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def load_dataset(spec: str, image_size: tuple[int, int] | None = None) -> Dataset:
+    """Load a dataset by its spec; `image_size` sizes folder datasets (default 150x150)."""
+    try:
+        if spec in KERAS_ARRAYS:
+            return _load_keras_arrays(spec)
+        if spec == "cats_vs_dogs":
+            return _load_folders("cats_vs_dogs", _cats_vs_dogs_root(), image_size or FOLDER_IMAGE_SIZE)
+        if spec.startswith("folder:"):
+            return _load_folders(spec, Path(spec[len("folder:"):]).expanduser(), image_size or FOLDER_IMAGE_SIZE)
+    except ReportgenError:
+        raise
+    except OSError as exc:  # includes failed downloads (no network) and unreadable files
+        raise ReportgenError(f"dataset {spec!r} could not be loaded: {_one_line(exc)}") from None
+    known = ", ".join([*KERAS_ARRAYS, "cats_vs_dogs", "folder:PATH"])
+    raise ReportgenError(f"unknown dataset {spec!r} (known: {known})")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def _keras_loader(name: str):
+    import keras
+
+    return getattr(keras.datasets, name).load_data
+
+
+KERAS_ARRAYS = {"mnist": DIGITS, "fashion_mnist": FASHION_MNIST_CLASSES, "cifar10": CIFAR10_CLASSES}
+
+
+def _load_keras_arrays(spec: str) -> Dataset:
+    try:
+        (x_train, y_train), (x_test, y_test) = _keras_loader(spec)()
+    except Exception as exc:  # noqa: BLE001 - Keras raises Exception for failed downloads
+        raise ReportgenError(
+            f"dataset {spec!r} is not in the Keras cache ({_keras_cache() / 'datasets'}) and could not be "
+            f"downloaded: {_one_line(exc)}"
+        ) from None
+    return Dataset(spec, _as_images(x_train), y_train.reshape(-1).astype(np.int64),
+                   _as_images(x_test), y_test.reshape(-1).astype(np.int64), list(KERAS_ARRAYS[spec]))
+
+
+def _as_images(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float32) / 255.0
+    return x[..., None] if x.ndim == 3 else x
+
+
+def _keras_cache() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+
+
+def _cats_vs_dogs_root() -> Path:
+    """The extracted cats-vs-dogs folder from the Keras cache, downloading it if absent."""
+    cached = _keras_cache() / "datasets" / "cats_vs_dogs"
+    if (cached / "train").is_dir():
+        return cached
+    import keras
+
+    try:
+        archive = keras.utils.get_file("cats_and_dogs_filtered.zip", origin=CATS_VS_DOGS_URL, extract=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ReportgenError(
+            f"dataset 'cats_vs_dogs' is not in {cached} and could not be downloaded: {_one_line(exc)}"
+        ) from None
+    for train in sorted(Path(archive).parent.rglob("train")):
+        if (train / "cats").is_dir():
+            return train.parent
+    raise ReportgenError(f"downloaded cats_vs_dogs archive has no train/cats folder under {Path(archive).parent}")
+
+
+def _load_folders(name: str, root: Path, image_size: tuple[int, int]) -> Dataset:
+    """Class subfolders under `root`; `root/train` + `root/validation` when present, else a 80/20 split."""
+    if not root.is_dir():
+        raise ReportgenError(f"dataset folder not found: {root}")
+    train_dir, val_dir = root / "train", root / "validation"
+    if train_dir.is_dir() and val_dir.is_dir():
+        x_train, y_train, classes = _read_image_folder(train_dir, image_size)
+        x_test, y_test, test_classes = _read_image_folder(val_dir, image_size)
+        if test_classes != classes:
+            raise ReportgenError(f"{val_dir} has classes {test_classes}, {train_dir} has {classes}")
+    else:
+        x, y, classes = _read_image_folder(root, image_size)
+        order = np.random.default_rng(0).permutation(len(x))
+        split = int(len(x) * 0.8)
+        x_train, y_train, x_test, y_test = x[order[:split]], y[order[:split]], x[order[split:]], y[order[split:]]
+    return Dataset(name, x_train, y_train, x_test, y_test, classes)
+
+
+def _read_image_folder(folder: Path, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    import keras
+
+    try:
+        ds = keras.utils.image_dataset_from_directory(
+            folder, image_size=image_size, batch_size=256, shuffle=False, verbose=False
+        )
+    except ValueError as exc:
+        raise ReportgenError(f"{folder}: {_one_line(exc)}") from None
+    xs, ys = [], []
+    for x, y in ds:
+        xs.append(x.numpy() / 255.0)
+        ys.append(y.numpy())
+    if not xs:
+        raise ReportgenError(f"{folder}: no images found")
+    return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int64), list(ds.class_names)
+
+
+def fit_to_model(x: np.ndarray, input_shape: tuple[int | None, ...]) -> np.ndarray:
+    """Resize / convert images (N, H, W, C) to a model's input shape (None, H, W, C).
+
+    Size changes and gray <-> RGB are safe; anything else is a clear error.
+    """
+    import tensorflow as tf
+
+    if len(input_shape) != 4:
+        raise ReportgenError(f"the model's input shape {tuple(input_shape)} is not an image (expected (batch, H, W, C))")
+    _, h, w, c = input_shape
+    if c is not None and c != x.shape[-1]:
+        if c == 3 and x.shape[-1] == 1:
+            x = np.repeat(x, 3, axis=-1)
+        elif c == 1 and x.shape[-1] == 3:
+            x = x @ np.array([0.299, 0.587, 0.114], np.float32)[:, None]
+        else:
+            raise ReportgenError(f"the model takes {c} channels but the dataset images have {x.shape[-1]}")
+    if (h is not None and h != x.shape[1]) or (w is not None and w != x.shape[2]):
+        x = np.concatenate([
+            tf.image.resize(x[i : i + 1024], (h or x.shape[1], w or x.shape[2])).numpy()
+            for i in range(0, len(x), 1024)
+        ])
+    return x.astype(np.float32)
