@@ -40,6 +40,11 @@ class ModelContext:
         return self.probabilities.argmax(axis=1)
 
     @cached_property
+    def representatives(self) -> dict[int, int]:
+        """Class id -> its representative test image (see representative_per_class)."""
+        return representative_per_class(self.data.y_test, self.probabilities)
+
+    @cached_property
     def sample_indices(self) -> list[int]:
         """Test-set indices of the sample images: one per class by default."""
         if isinstance(self.spec.samples, list):
@@ -50,7 +55,7 @@ class ModelContext:
 
                 raise ReportgenError(f"sample index {bad[0]} is outside the test set (0..{n - 1})")
             return list(self.spec.samples)
-        return representative_per_class(self.data.y_test, self.probabilities)
+        return list(self.representatives.values())
 
     @property
     def samples(self) -> np.ndarray:
@@ -76,12 +81,12 @@ class ModelContext:
         return rel
 
 
-def representative_per_class(labels: np.ndarray, probabilities: np.ndarray) -> list[int]:
-    """For each class, the test image the model is most confident is that class
-    (and got right): the clearest example of what the class looks like to the model."""
-    chosen = []
+def representative_per_class(labels: np.ndarray, probabilities: np.ndarray) -> dict[int, int]:
+    """Class id -> the test image of that class the model gives the highest
+    probability: the clearest example of what the class looks like to the model."""
+    chosen = {}
     for c in range(probabilities.shape[1]):
         members = np.flatnonzero(labels == c)
         if len(members):
-            chosen.append(int(members[np.argmax(probabilities[members, c])]))
+            chosen[c] = int(members[np.argmax(probabilities[members, c])])
     return chosen

@@ -76,7 +76,7 @@ KERAS_ARRAYS = {"mnist": DIGITS, "fashion_mnist": FASHION_MNIST_CLASSES, "cifar1
 def _load_keras_arrays(spec: str) -> Dataset:
     try:
         (x_train, y_train), (x_test, y_test) = _keras_loader(spec)()
-    except Exception as exc:  # noqa: BLE001 - Keras raises Exception for failed downloads
+    except Exception as exc:
         raise ReportgenError(
             f"dataset {spec!r} is not in the Keras cache ({_keras_cache() / 'datasets'}) and could not be "
             f"downloaded: {_one_line(exc)}"
@@ -103,7 +103,7 @@ def _cats_vs_dogs_root() -> Path:
 
     try:
         archive = keras.utils.get_file("cats_and_dogs_filtered.zip", origin=CATS_VS_DOGS_URL, extract=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ReportgenError(
             f"dataset 'cats_vs_dogs' is not in {cached} and could not be downloaded: {_one_line(exc)}"
         ) from None
@@ -157,7 +157,7 @@ def fit_to_model(x: np.ndarray, input_shape: tuple[int | None, ...]) -> np.ndarr
     import tensorflow as tf
 
     if len(input_shape) != 4:
-        raise ReportgenError(f"the model's input shape {tuple(input_shape)} is not an image (expected (batch, H, W, C))")
+        raise ReportgenError(f"the model's input shape {tuple(input_shape)} is not an image (batch, H, W, C)")
     _, h, w, c = input_shape
     if c is not None and c != x.shape[-1]:
         if c == 3 and x.shape[-1] == 1:

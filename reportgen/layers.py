@@ -26,7 +26,9 @@ def feature_extractor(model: keras.Model, layer_names: list[str]) -> keras.Model
     return keras.Model(model.input, {name: model.get_layer(name).output for name in layer_names})
 
 
-def layer_outputs(model: keras.Model, layer_names: list[str], x: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+def layer_outputs(
+    model: keras.Model, layer_names: list[str], x: np.ndarray, batch_size: int = 256
+) -> dict[str, np.ndarray]:
     """Outputs of the named layers for images `x`, in one batched pass."""
     if not layer_names:
         return {}
@@ -48,3 +50,15 @@ def output_is_probability(model: keras.Model) -> bool:
     """True when the last layer ends in softmax or sigmoid (a probability, not a logit)."""
     activation = getattr(model.layers[-1], "activation", None)
     return getattr(activation, "__name__", "") in ("softmax", "sigmoid")
+
+
+def channel_means(
+    model: keras.Model, layer_names: list[str], x: np.ndarray, batch_size: int = 256
+) -> dict[str, np.ndarray]:
+    """(N, C) spatial mean of every channel of the named 4-D layers, in one pass,
+    without ever holding the full maps of the whole set in memory."""
+    if not layer_names:
+        return {}
+    means = {name: keras.ops.mean(model.get_layer(name).output, axis=(1, 2)) for name in layer_names}
+    out = keras.Model(model.input, means).predict(x, batch_size=batch_size, verbose=0)
+    return {name: np.asarray(out[name]) for name in layer_names}

@@ -22,7 +22,7 @@ from .data import Dataset
 from .errors import ReportgenError
 from .zoo import build_architecture
 
-QUICK_TRAIN_SAMPLES = 6000
+QUICK_TRAIN_SAMPLES = 10000
 QUICK_EPOCHS = 1
 
 
@@ -46,7 +46,7 @@ def load_or_train(
     """The model of `spec`: from its file, from the cache, or trained now and cached."""
     if spec.model_file:
         return load_model_file(Path(spec.model_file))
-    folder = cache_dir / f"{spec.slug}-{spec.fingerprint(seed, quick)}"
+    folder = cache_folder(spec, cache_dir, seed, quick)
     if not retrain and (folder / "model.keras").exists():
         meta = json.loads((folder / "history.json").read_text())
         model = keras.models.load_model(folder / "model.keras")
@@ -59,6 +59,11 @@ def load_or_train(
     tmp.replace(folder / "model.keras")
     trained.path = folder / "model.keras"
     return trained
+
+
+def cache_folder(spec: ModelSpec, cache_dir: Path, seed: int, quick: bool) -> Path:
+    """Where the trained weights of `spec` live: one folder per spec hash and seed."""
+    return cache_dir / f"{spec.slug}-{spec.fingerprint(seed, quick)}"
 
 
 def train(spec: ModelSpec, data: Dataset, seed: int, quick: bool = False) -> TrainedModel:
@@ -94,7 +99,7 @@ def load_model_file(path: Path) -> TrainedModel:
         raise ReportgenError(f"{path}: not a Keras model file (expected .keras or .h5)")
     try:
         model = keras.models.load_model(path, compile=False)
-    except Exception as exc:  # noqa: BLE001 - Keras raises many types for corrupt files
+    except Exception as exc:
         detail = " ".join(str(exc).split())[:200]
         raise ReportgenError(f"{path}: could not be loaded as a Keras model ({detail})") from None
     if not isinstance(model, keras.Model):

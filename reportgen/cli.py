@@ -1,0 +1,186 @@
+"""The `reportgen` command: build, list and serve report sites.
+
+Every usage or input error ends as one line, `Error: ...`, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__, progress
+from .config import Config, ModelSpec, load_config
+from .errors import ReportgenError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="reportgen")
+def cli() -> None:
+    """Static report sites that show what Keras CNNs have learned.
+
+    `reportgen build` trains (or loads) every model in reportgen.toml, runs every
+    visualization and writes site/ (HTML and Markdown, ready for GitHub Pages).
+    """
+
+
+def config_option(f):
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+                        help="Config file (default: reportgen.toml in the current folder).")(f)
+
+
+@cli.command()
+@config_option
+@click.option("--model", "models", multiple=True, metavar="NAME",
+              help="Build only this configured model (repeatable). Default: all of them.")
+@click.option("--model-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Report on your own saved model (.keras or .h5) instead; needs --dataset.")
+@click.option("--dataset", help="Dataset for --model-file: mnist, fashion_mnist, cifar10, cats_vs_dogs or folder:PATH.")
+@click.option("--name", help="Report name for --model-file (default: the file's name).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Site folder (default: site/).")
+@click.option("--retrain", is_flag=True, help="Train again even when a cached model exists.")
+@click.option("--quick", is_flag=True, help="Small, fast version of every step (1 epoch on a subset), for smoke runs.")
+@click.option("--seed", type=int, help="Random seed for training and visualizations (default: from config, else 0).")
+@click.option("--dream-image", type=click.Path(dir_okay=False, path_type=Path),
+              help="Photo for DeepDream (default: a sample image shipped with scikit-image).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+def build(config_path, models, model_file, dataset, name, out, retrain, quick, seed, dream_image, quiet) -> None:
+    """Train or load each model, run every visualization and write the site.
+
+    \b
+    Examples:
+      reportgen build                        every model in reportgen.toml into site/
+      reportgen build --model mnist-3conv    one configured model
+      reportgen build --quick --out /tmp/s   a fast smoke build
+      reportgen build --model-file my.keras --dataset mnist --name mine
+    """
+    from .pipeline import BuildOptions
+    from .site import build_site
+
+    progress.set_quiet(quiet)
+    config = load_config(config_path)
+    specs = select_models(config, models, model_file, dataset, name)
+    if dream_image is not None:
+        specs = [ModelSpec(**{**vars(s), "dream_image": str(dream_image)}) for s in specs]
+    check_inputs(specs)
+    options = BuildOptions(
+        out=out or config.resolve(config.out),
+        cache_dir=config.resolve(config.cache_dir),
+        seed=config.seed if seed is None else seed,
+        quick=quick,
+        retrain=retrain,
+    )
+    reports = build_site(specs, options)
+    for report in reports:
+        progress.log(f"{report['model']['name']}: test accuracy {report['metrics']['test_accuracy']:.4f}")
+    click.echo(f"Site written to {options.out / 'index.html'}")
+
+
+def select_models(config: Config, names: tuple[str, ...], model_file: Path | None, dataset: str | None,
+                  name: str | None) -> list[ModelSpec]:
+    if model_file is not None:
+        if not dataset:
+            raise ReportgenError("--model-file needs --dataset (e.g. --dataset mnist)")
+        return [ModelSpec(name=name or model_file.stem, dataset=dataset, model_file=str(model_file))]
+    if dataset or name:
+        raise ReportgenError("--dataset and --name go with --model-file")
+    specs = [config.model(n) for n in names] if names else config.models
+    if not specs:
+        raise ReportgenError("no models to build: add [[models]] to reportgen.toml or pass --model-file")
+    return specs
+
+
+def check_inputs(specs: list[ModelSpec]) -> None:
+    """Cheap checks before any work starts, so bad input never half-builds a site."""
+    from .data import KERAS_ARRAYS
+    from .zoo import ARCHITECTURES
+
+    known = {*KERAS_ARRAYS, "cats_vs_dogs"}
+    for spec in specs:
+        if spec.dataset not in known and not spec.dataset.startswith("folder:"):
+            raise ReportgenError(f"unknown dataset {spec.dataset!r} (known: {', '.join(sorted(known))}, folder:PATH)")
+        if spec.architecture and spec.architecture not in ARCHITECTURES:
+            raise ReportgenError(f"unknown architecture {spec.architecture!r} (known: {', '.join(ARCHITECTURES)})")
+        if spec.model_file:
+            from .training import load_model_file
+
+            load_model_file(Path(spec.model_file))  # fails fast on missing, corrupt or non-Keras files
+        if spec.dream_image and not Path(spec.dream_image).is_file():
+            raise ReportgenError(f"dream image not found: {spec.dream_image}")
+
+
+@cli.command(name="list")
+@config_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Site folder (default: site/).")
+def list_models(config_path, out) -> None:
+    """The configured models: trained (cached), built (in the site) and stale."""
+    from .status import model_status
+
+    config = load_config(config_path)
+    out = out or config.resolve(config.out)
+    rows = [model_status(spec, config, out) for spec in config.models]
+    if not rows:
+        click.echo("No models configured.")
+        return
+    width = max(len(r["name"]) for r in rows)
+    click.echo(f"{'model':<{width}}  {'dataset':<14} {'trained':<8} {'built':<6} {'stale':<6} accuracy")
+    for r in rows:
+        acc = f"{r['accuracy']:.4f}" if r["accuracy"] is not None else "-"
+        click.echo(f"{r['name']:<{width}}  {r['dataset']:<14} {_yes(r['trained']):<8} {_yes(r['built']):<6} "
+                   f"{_yes(r['stale']):<6} {acc}")
+
+
+def _yes(flag: bool | None) -> str:
+    return "-" if flag is None else ("yes" if flag else "no")
+
+
+@cli.command()
+@config_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Site folder (default: site/).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port on 127.0.0.1.")
+def serve(config_path, out, port) -> None:
+    """Preview the site at http://127.0.0.1:PORT/ (Ctrl-C stops)."""
+    import http.server
+
+    config = load_config(config_path)
+    out = out or config.resolve(config.out)
+    if not (out / "index.html").is_file():
+        raise ReportgenError(f"no site in {out}: run `reportgen build` first")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError as exc:
+        raise ReportgenError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror})") from None
+    click.echo(f"Serving {out} at http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: click without its multi-line usage errors."""
+    try:
+        code = cli.main(args=argv, prog_name="reportgen", standalone_mode=False)
+    except click.UsageError as exc:
+        fail(exc.format_message())
+    except ReportgenError as exc:
+        fail(str(exc))
+    except (KeyboardInterrupt, click.Abort):
+        click.echo("Error: interrupted; the site is as it was before this model's build", err=True)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def build_main() -> None:
+    """`python generate.py [OPTIONS]` is `reportgen build [OPTIONS]`."""
+    main(["build", *sys.argv[1:]])
+
+
+def fail(message: str) -> None:
+    click.echo(f"Error: {' '.join(message.split())}", err=True)
+    sys.exit(2)

@@ -1,0 +1,207 @@
+"""Multi-octave DeepDream: amplify what a layer already sees in a photo.
+
+Per octave (smallest first): gradient ascent on the objective with the gradient
+divided by its mean magnitude and a random roll each step, then upscale and
+re-add the detail the downscaling lost. The ascent loop is one `tf.function`
+whose input signature has free spatial dims, so octaves never retrace.
+
+Zoo models have fixed input sizes, so octaves above the input size run on a
+fully-convolutional copy of the layers up to the target layers, rebuilt on an
+input of any size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from . import progress
+from .dataset_examples import receptive_field
+from .errors import ReportgenError
+from .projections import layer_chain
+
+DEFAULT_PHOTO = "chelsea"  # skimage.data sample images ship inside the wheel: no download
+GRAY = np.array([0.299, 0.587, 0.114], np.float32)
+MAX_OCTAVE = 512  # pixels, caps the cost of the largest octave
+
+
+def load_photo(path: str | Path | None = None) -> np.ndarray:
+    """A photo as (H, W, 3) float32 in [0, 1]: the user's file, or scikit-image's cat."""
+    if path is None:
+        import skimage.data
+
+        return np.asarray(getattr(skimage.data, DEFAULT_PHOTO)(), np.float32)[..., :3] / 255.0
+    try:
+        with Image.open(Path(path).expanduser()) as image:
+            return np.asarray(image.convert("RGB"), np.float32) / 255.0
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ReportgenError(f"dream image {str(path)!r} could not be read: {reason}") from None
+
+
+def fit_photo(photo: np.ndarray, channels: int, aspect: float = 1.0) -> np.ndarray:
+    """Centre-crop the photo to the model's aspect ratio (height / width) and
+    convert it to the model's channels (grey by luminance)."""
+    h, w = photo.shape[:2]
+    if h / w > aspect:
+        keep = round(w * aspect)
+        photo = photo[(h - keep) // 2 : (h - keep) // 2 + keep]
+    else:
+        keep = round(h / aspect)
+        photo = photo[:, (w - keep) // 2 : (w - keep) // 2 + keep]
+    if channels == 1:
+        return (photo @ GRAY)[..., None]
+    if channels != 3:
+        raise ReportgenError(f"DeepDream needs a 1- or 3-channel model input, not {channels} channels")
+    return photo
+
+
+def dream_extractor(model: keras.Model, layer_names: list[str]) -> tuple[keras.Model, bool]:
+    """A model from an image to the named layers' outputs, and whether it takes any size.
+
+    The fully-convolutional version re-applies fresh copies of the chain of
+    layers (with the trained weights) on a `keras.Input((None, None, C))`; a
+    branching graph falls back to the model's own fixed input.
+    """
+    deepest = max(layer_names, key=lambda name: model.layers.index(model.get_layer(name)))
+    chain = layer_chain(model, deepest)
+    if chain is not None and all(model.get_layer(n) in chain for n in layer_names):
+        try:
+            inputs = keras.Input((None, None, model.input_shape[-1]))
+            x, outputs = inputs, {}
+            for layer in chain:
+                copy = layer.__class__.from_config(layer.get_config())
+                x = copy(x)
+                copy.set_weights(layer.get_weights())
+                if layer.name in layer_names:
+                    outputs[layer.name] = x
+            return keras.Model(inputs, [outputs[n] for n in layer_names]), True
+        except (ValueError, TypeError, NotImplementedError) as exc:
+            progress.log(f"    deepdream: no fully-convolutional copy ({type(exc).__name__}); using the input size")
+    return keras.Model(model.input, [model.get_layer(n).output for n in layer_names]), False
+
+
+@dataclass
+class Dream:
+    """The dreams of one batch (one row per objective), octave by octave."""
+
+    sizes: list[tuple[int, int]]
+    images: list[np.ndarray]  # per octave, (N, h, w, C) in [0, 1]
+    before: np.ndarray  # (octaves, N) objective at the start of each octave's ascent
+    after: np.ndarray  # (octaves, N) objective at its end
+    fully_convolutional: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+class DeepDream:
+    """Gradient ascent on a weighted mix of layer energies, for a batch of objectives.
+
+    Row n's objective is sum over layers l and channels c of
+    weights[l][n, c] * mean over space of A_l[n, :, :, c] ** 2 (the L2 energy
+    DeepDream amplifies); one map is a one-hot weight row, a whole layer a flat one.
+    """
+
+    def __init__(self, model: keras.Model, layer_names: list[str]) -> None:
+        self.model, self.layer_names = model, list(layer_names)
+        self.extractor, self.fully_convolutional = dream_extractor(model, self.layer_names)
+        self.input_size = tuple(model.input_shape[1:3])
+        image = tf.TensorSpec((None, None, None, model.input_shape[-1]), tf.float32)
+        weights = [tf.TensorSpec((None, model.get_layer(n).output.shape[-1]), tf.float32) for n in self.layer_names]
+        scalar = tf.TensorSpec((), tf.float32)
+        count = tf.TensorSpec((), tf.int32)
+        self._objective = tf.function(self._energy, input_signature=[image, weights])
+        self._ascend = tf.function(self._ascent, input_signature=[image, weights, count, scalar, count, count])
+
+    def channel_energy(self, image: np.ndarray) -> list[np.ndarray]:
+        """Per layer, (N, C) spatial mean of each map's squared activation."""
+        outputs = self.extractor(tf.constant(image, tf.float32), training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return [tf.reduce_mean(tf.square(_trim(a)), axis=(1, 2)).numpy() for a in outputs]
+
+    def _energy(self, image: tf.Tensor, weights: list[tf.Tensor]) -> tf.Tensor:
+        outputs = self.extractor(image, training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return tf.add_n([tf.reduce_sum(w * tf.reduce_mean(tf.square(_trim(a)), axis=(1, 2)), axis=1)
+                         for a, w in zip(outputs, weights)])
+
+    def _ascent(self, image: tf.Tensor, weights: list[tf.Tensor], steps: tf.Tensor, step_size: tf.Tensor,
+                jitter: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        for i in tf.range(steps):
+            shift = tf.random.stateless_uniform((2,), seed=tf.stack([seed, i]), minval=-jitter, maxval=jitter + 1,
+                                                dtype=tf.int32)
+            rolled = tf.roll(image, shift, axis=(1, 2))
+            with tf.GradientTape() as tape:
+                tape.watch(rolled)
+                energy = tf.reduce_sum(self._energy(rolled, weights))
+            grad = tf.roll(tape.gradient(energy, rolled), -shift, axis=(1, 2))
+            grad /= tf.reduce_mean(tf.abs(grad), axis=(1, 2, 3), keepdims=True) + 1e-8
+            image = tf.clip_by_value(image + step_size * grad, 0.0, 1.0)
+        return image
+
+    def objective(self, images: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
+        """(N,) objective of each row."""
+        return self._objective(tf.constant(images, tf.float32), [tf.constant(w, tf.float32) for w in weights]).numpy()
+
+    def octave_sizes(self, photo_size: tuple[int, int], octaves: int = 4, scale: float = 1.4) -> list[tuple[int, int]]:
+        """Sizes from one octave below the model's input size upwards, capped by
+        the photo's own size; only the input size when the copy is not fully convolutional."""
+        if not self.fully_convolutional:
+            return [self.input_size]  # type: ignore[list-item]
+        base = self.input_size if None not in self.input_size else photo_size
+        top = max(max(base), min(max(photo_size), MAX_OCTAVE))
+        sizes = []
+        for k in range(-1, octaves - 1):
+            size = (round(base[0] * scale**k), round(base[1] * scale**k))
+            if max(size) <= top and self._large_enough(size) and size not in sizes:
+                sizes.append(size)
+        return sizes or [tuple(base)]  # type: ignore[list-item]
+
+    def _large_enough(self, size: tuple[int, int]) -> bool:
+        """Every target layer still has a map of at least one pixel at this input size."""
+        for name in self.layer_names:
+            rf = receptive_field(self.model, name, input_size=size)
+            if rf is not None and min(rf.output_size) < 1:
+                return False
+        return True
+
+    def dream(self, photo: np.ndarray, weights: list[np.ndarray], octaves: int = 4, scale: float = 1.4,
+              steps: int = 20, step_size: float = 0.02, seed: int = 0) -> Dream:
+        """Dream on `photo` (H, W, C) in [0, 1], one row per objective row of `weights`."""
+        n = len(weights[0])
+        weights_t = [tf.constant(w, tf.float32) for w in weights]
+        sizes = self.octave_sizes(photo.shape[:2], octaves, scale)
+        original = tf.constant(photo[None], tf.float32)
+        image = tf.repeat(_resize(original, sizes[0]), n, axis=0)
+        images, before, after = [], [], []
+        for i, size in enumerate(sizes):
+            if i:
+                # Upscale and re-add the detail that shrinking the photo to the previous octave lost.
+                lost = _resize(original, size) - _resize(_resize(original, sizes[i - 1]), size)
+                image = tf.clip_by_value(_resize(image, size) + lost, 0.0, 1.0)
+            before.append(self._objective(image, weights_t).numpy())
+            jitter = max(1, min(size) // 16)
+            image = self._ascend(image, weights_t, tf.constant(steps), tf.constant(step_size, tf.float32),
+                                 tf.constant(jitter), tf.constant(seed * 1000 + i))
+            after.append(self._objective(image, weights_t).numpy())
+            images.append(image.numpy())
+            progress.log(f"    deepdream octave {i + 1}/{len(sizes)} {size[0]}x{size[1]}: objective "
+                         f"{float(np.mean(before[-1])):.4g} -> {float(np.mean(after[-1])):.4g}")
+        return Dream(sizes, images, np.array(before), np.array(after), self.fully_convolutional)
+
+
+def _trim(a: tf.Tensor) -> tf.Tensor:
+    """Drop a 2-pixel border of maps larger than 10 pixels, where the roll's seams
+    and zero padding would otherwise dominate."""
+    h, w = tf.shape(a)[1], tf.shape(a)[2]
+    by = tf.where(h > 10, 2, 0)
+    bx = tf.where(w > 10, 2, 0)
+    return a[:, by : h - by, bx : w - bx]
+
+
+def _resize(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    return tf.image.resize(image, size, method="bilinear", antialias=True)

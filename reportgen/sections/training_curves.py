@@ -1,0 +1,39 @@
+"""Training curves: accuracy and loss per epoch, train against validation."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+
+from ..context import ModelContext
+from ..report import Figure, Section, Table
+
+
+def build(ctx: ModelContext) -> Section | None:
+    history = ctx.history
+    if not history.get("loss"):
+        return Section(id="training", title="Training",
+                       notes=["This model was loaded from a file, so there is no training history to show."])
+    epochs = list(range(1, len(history["loss"]) + 1))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        for prefix, style in (("", "o-"), ("val_", "s--")):
+            if history.get(prefix + metric):
+                ax.plot(epochs, history[prefix + metric], style, label=("validation " if prefix else "train ") + metric)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.set_xticks(epochs)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    final = {k: v[-1] for k, v in history.items() if v}
+    figure = Figure(
+        ctx.save_figure("training-curves", fig),
+        caption=f"Accuracy and loss per epoch over {len(epochs)} epochs; final validation accuracy "
+        f"{final.get('val_accuracy', float('nan')):.4f}.",
+        alt="Line charts of training and validation accuracy and loss per epoch",
+        numbers=final,
+    )
+    columns = ["Epoch", *history.keys()]
+    rows = [[e, *(f"{history[k][e - 1]:.4f}" for k in history)] for e in epochs]
+    return Section(id="training", title="Training", figures=[figure], tables=[Table(columns, rows)],
+                   data={"history": history})

@@ -1,0 +1,79 @@
+"""A real --quick report from real MNIST, built through the command line."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from site_checks import html_problems, markdown_problems
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("build")
+    shutil.copy(REPO / "reportgen.toml", work / "reportgen.toml")  # so the model cache lands in tmp
+    out = work / "site"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "generate.py"), "--config", str(work / "reportgen.toml"),
+         "--model", "mnist-3conv", "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test accuracy" in result.stderr  # progress was shown
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(site) -> dict:
+    return json.loads((site / "mnist-3conv" / "report.json").read_text())
+
+
+def test_site_files(site):
+    for name in ["index.html", "index.md", "style.css", ".nojekyll",
+                 "mnist-3conv/index.html", "mnist-3conv/index.md", "mnist-3conv/report.json"]:
+        assert (site / name).is_file(), name
+    assert not [p for p in site.iterdir() if p.name.startswith(".staging")]
+
+
+def test_accuracy_is_well_above_chance(report):
+    assert report["metrics"]["test_images"] == 10000
+    assert report["metrics"]["test_accuracy"] > 0.8
+    assert 0 < report["metrics"]["test_loss"] < 1.0
+    assert report["training"]["epochs"] == 1
+
+
+def test_confusion_matrix_sums_to_the_test_set(report):
+    section = next(s for s in report["sections"] if s["id"] == "confusion")
+    matrix = section["data"]["confusion_matrix"]
+    assert sum(map(sum, matrix)) == 10000
+    assert abs(sum(matrix[i][i] for i in range(10)) / 10000 - report["metrics"]["test_accuracy"]) < 1e-9
+
+
+def test_every_figure_exists_and_carries_numbers(site, report):
+    figures = [f for s in report["sections"] for f in s["figures"]]
+    assert len(figures) >= 15
+    for figure in figures:
+        assert (site / "mnist-3conv" / figure["path"]).is_file()
+        assert figure["numbers"], figure["path"]
+        assert figure["caption"] and figure["alt"]
+
+
+def test_every_section_is_on_the_page(site, report):
+    html = (site / "mnist-3conv" / "index.html").read_text()
+    for section in report["sections"]:
+        assert f'id="{section["id"]}"' in html
+    assert f"{100 * report['metrics']['test_accuracy']:.2f}%" in html
+
+
+def test_links_and_images_resolve_in_html_and_markdown(site):
+    assert html_problems(site) == []
+    assert markdown_problems(site) == []
+
+
+def test_index_lists_the_model(site):
+    assert 'href="mnist-3conv/index.html"' in (site / "index.html").read_text()
+    assert "(mnist-3conv/index.md)" in (site / "index.md").read_text()

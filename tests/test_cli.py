@@ -1,0 +1,106 @@
+"""Bad input: one line `Error: ...`, exit code 2, and no site written."""
+
+from pathlib import Path
+
+import keras
+import pytest
+
+from reportgen.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.err.strip().splitlines()
+
+
+def assert_one_line_error(code, lines, fragment):
+    """Exit 2 and exactly one error line, the last one (progress lines may come before it)."""
+    assert code == 2
+    errors = [line for line in lines if not line.startswith(" ") and not line.startswith("[")]
+    assert errors == lines[-1:], lines
+    assert lines[-1].startswith("Error: ")
+    assert fragment in lines[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["build", "--model-file", "missing.keras", "--dataset", "mnist"], "model file not found"),
+        (["build", "--model", "no-such-model"], "no model named 'no-such-model'"),
+        (["build", "--model-file", "x.keras"], "--model-file needs --dataset"),
+        (["build", "--no-such-option"], "No such option"),
+        (["build", "--config", "nope.toml"], "config file not found"),
+        (["build", "--seed", "abc"], "'abc' is not a valid integer"),
+    ],
+)
+def test_usage_errors(args, fragment, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    code, lines = run_cli([*args[:1], "--out", str(tmp_path / "site"), *args[1:]] if args[0] == "build" else args,
+                          capsys)
+    assert_one_line_error(code, lines, fragment)
+    assert not (tmp_path / "site").exists()
+
+
+def test_unknown_dataset(capsys, tmp_path):
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"")
+    code, lines = run_cli(["build", "--model-file", str(model), "--dataset", "imagenet22k",
+                           "--out", str(tmp_path / "site")], capsys)
+    assert_one_line_error(code, lines, "unknown dataset 'imagenet22k'")
+    assert not (tmp_path / "site").exists()
+
+
+def test_dataset_missing_offline(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty-keras-home"))
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.save(tmp_path / "m.keras")
+    monkeypatch.setattr("keras.utils.get_file", _no_network)
+    code, lines = run_cli(["build", "--model-file", str(tmp_path / "m.keras"), "--dataset", "cifar10",
+                           "--out", str(tmp_path / "site"), "-q"], capsys)
+    assert_one_line_error(code, lines, "dataset 'cifar10'")
+    assert not list((tmp_path / "site").glob("*/index.html"))
+
+
+def _no_network(*args, **kwargs):
+    raise OSError("network is unreachable")
+
+
+def test_corrupt_model_file(capsys, tmp_path):
+    model = tmp_path / "broken.keras"
+    model.write_bytes(b"this is not a zip archive")
+    code, lines = run_cli(["build", "--model-file", str(model), "--dataset", "mnist", "--out", str(tmp_path / "s")],
+                          capsys)
+    assert_one_line_error(code, lines, "could not be loaded as a Keras model")
+
+
+def test_model_whose_input_is_not_an_image(capsys, tmp_path):
+    model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(10, activation="softmax")])
+    model.save(tmp_path / "flat.keras")
+    code, lines = run_cli(["build", "--model-file", str(tmp_path / "flat.keras"), "--dataset", "mnist",
+                           "--out", str(tmp_path / "s"), "-q"], capsys)
+    assert_one_line_error(code, lines, "is not an image")
+
+
+def test_invalid_config_names_key_and_file(capsys, tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[[models]]\nname = "a"\ndataset = "mnist"\narchitecture = "mnist_3conv"\nepochz = 1\n')
+    code, lines = run_cli(["build", "--config", str(config)], capsys)
+    assert_one_line_error(code, lines, "unknown key 'epochz'")
+    assert str(config) in lines[-1]
+
+
+def test_help_reads_like_the_readme(capsys):
+    code, _ = run_cli(["build", "--help"], capsys)
+    assert code == 0
+
+
+def test_list_shows_every_configured_model(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(REPO)
+    code, _ = run_cli(["list", "--out", str(tmp_path)], capsys)
+    assert code == 0

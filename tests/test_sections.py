@@ -1,0 +1,83 @@
+"""Each foundation section's pictures and numbers, checked against a direct computation."""
+
+import keras
+import numpy as np
+from PIL import Image
+
+from reportgen.imaging import maps_to_tiles
+from reportgen.layers import channel_means
+from reportgen.sections import activations, class_maps, confusion, kernels, summary
+
+
+def load_png(ctx, rel_path) -> np.ndarray:
+    return np.asarray(Image.open(ctx.out_dir / rel_path)).astype(np.float32) / 255
+
+
+def test_activation_grid_tile_equals_the_layer_output(tiny_context):
+    ctx = tiny_context
+    section = activations.build(ctx)
+    figure = next(f for f in section.figures if f.title == "conv_a")
+    direct = keras.Model(ctx.model.input, ctx.model.get_layer("conv_a").output)(ctx.samples).numpy()
+    grid = load_png(ctx, figure.path)
+    # Row 0 of the grid: the first sample image, then map 0 of conv_a for it.
+    expected = maps_to_tiles(direct[0:1, ..., 0])[0]
+    h, w = expected.shape[:2]
+    pad = 2
+    tile = grid[pad : pad + h, 2 * pad + w : 2 * pad + 2 * w]
+    assert np.abs(tile - expected).max() < 1.5 / 255
+    assert figure.numbers["max_activation"] == float(direct.max())
+    assert section.data["conv_a"]["samples"][0]["max"] == float(direct[0].max())
+    assert {f.title for f in section.figures} == {"conv_a", "pool_a", "conv_b", "hidden", "out"}
+
+
+def test_silent_maps_are_counted(tiny_context):
+    ctx = tiny_context
+    kernel, bias = ctx.model.get_layer("conv_a").get_weights()
+    kernel[..., 1] = 0
+    bias[1] = -1  # map 1 can never fire
+    ctx.model.get_layer("conv_a").set_weights([kernel, bias])
+    section = activations.build(ctx)
+    assert section.data["conv_a"]["silent_maps_all_samples"] >= 1
+    assert all(s["silent"] >= 1 for s in section.data["conv_a"]["samples"])
+
+
+def test_confusion_matrix_counts_every_test_image(tiny_context):
+    ctx = tiny_context
+    section = confusion.build(ctx)
+    cm = np.asarray(section.data["confusion_matrix"])
+    assert cm.sum() == len(ctx.data.y_test)
+    for t in range(3):
+        for p in range(3):
+            assert cm[t, p] == np.sum((ctx.data.y_test == t) & (ctx.predictions == p))
+    assert section.figures[0].numbers["accuracy"] == np.mean(ctx.predictions == ctx.data.y_test)
+    if "mistakes" in section.data:
+        first = section.data["mistakes"][0]
+        assert first["true"] != first["predicted"]
+
+
+def test_kernel_numbers_match_the_weights(tiny_context):
+    ctx = tiny_context
+    section = kernels.build(ctx)
+    kernel = ctx.model.get_layer("conv_b").get_weights()[0]
+    norms = np.sqrt((kernel**2).sum(axis=(0, 1, 2)))
+    numbers = section.figures[1].numbers
+    assert np.isclose(numbers["l2_norm_max"], norms.max())
+    assert numbers["filters"] == 6
+    assert (ctx.out_dir / section.figures[1].path).is_file()
+
+
+def test_compare_classes_picks_the_filter_that_differs_most(tiny_context):
+    ctx = tiny_context
+    section = class_maps.build(ctx)
+    means = channel_means(ctx.model, ["conv_a"], ctx.data.x_test)["conv_a"]
+    diff = means[ctx.data.y_test == 0].mean(axis=0) - means[ctx.data.y_test == 1].mean(axis=0)
+    chosen = section.data["compare"]["layers"][0]
+    assert chosen["filter"] == int(np.argmax(np.abs(diff)))
+    assert np.isclose(chosen["mean_a"] - chosen["mean_b"], diff[chosen["filter"]], atol=1e-5)
+    assert len(section.data["mean_activation"]) == 3  # conv_a, pool_a, conv_b
+
+
+def test_summary_counts_parameters(tiny_context):
+    section = summary.build(tiny_context)
+    assert section.data["total_params"] == tiny_context.model.count_params()
+    assert sum(layer["params"] for layer in section.data["layers"]) == tiny_context.model.count_params()
