@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from . import __version__, progress
-from .config import Config, ModelSpec, load_config
+from .config import BuildOptions, Config, ModelSpec, load_config
 from .errors import ReportgenError
 
 
@@ -41,12 +41,13 @@ def config_option(f):
 @click.option("--name", help="Report name for --model-file (default: the file's name).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Site folder (default: site/).")
 @click.option("--retrain", is_flag=True, help="Train again even when a cached model exists.")
+@click.option("--force", is_flag=True, help="Rebuild every page even when nothing changed.")
 @click.option("--quick", is_flag=True, help="Small, fast version of every step (1 epoch on a subset), for smoke runs.")
 @click.option("--seed", type=int, help="Random seed for training and visualizations (default: from config, else 0).")
 @click.option("--dream-image", type=click.Path(dir_okay=False, path_type=Path),
               help="Photo for DeepDream (default: a sample image shipped with scikit-image).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
-def build(config_path, models, model_file, dataset, name, out, retrain, quick, seed, dream_image, quiet) -> None:
+def build(config_path, models, model_file, dataset, name, out, retrain, force, quick, seed, dream_image, quiet) -> None:
     """Train or load each model, run every visualization and write the site.
 
     \b
@@ -56,22 +57,23 @@ def build(config_path, models, model_file, dataset, name, out, retrain, quick, s
       reportgen build --quick --out /tmp/s   a fast smoke build
       reportgen build --model-file my.keras --dataset mnist --name mine
     """
-    from .pipeline import BuildOptions
     from .site import build_site
+    from .status import is_up_to_date
 
     progress.set_quiet(quiet)
     config = load_config(config_path)
     specs = select_models(config, models, model_file, dataset, name)
     if dream_image is not None:
         specs = [ModelSpec(**{**vars(s), "dream_image": str(dream_image)}) for s in specs]
-    check_inputs(specs)
     options = BuildOptions(
         out=out or config.resolve(config.out),
         cache_dir=config.resolve(config.cache_dir),
         seed=config.seed if seed is None else seed,
         quick=quick,
         retrain=retrain,
+        force=force,
     )
+    check_inputs([spec for spec in specs if not is_up_to_date(spec, options)])
     reports = build_site(specs, options)
     for report in reports:
         progress.log(f"{report['model']['name']}: test accuracy {report['metrics']['test_accuracy']:.4f}")
@@ -115,12 +117,13 @@ def check_inputs(specs: list[ModelSpec]) -> None:
 @config_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Site folder (default: site/).")
 def list_models(config_path, out) -> None:
-    """The configured models: trained (cached), built (in the site) and stale."""
+    """The configured models: trained (cached), built (in the site) and stale (would be rebuilt)."""
     from .status import model_status
 
     config = load_config(config_path)
-    out = out or config.resolve(config.out)
-    rows = [model_status(spec, config, out) for spec in config.models]
+    options = BuildOptions(out=out or config.resolve(config.out), cache_dir=config.resolve(config.cache_dir),
+                           seed=config.seed)
+    rows = [model_status(spec, options) for spec in config.models]
     if not rows:
         click.echo("No models configured.")
         return

@@ -42,6 +42,10 @@ class ModelSpec:
 
         return slugify(self.name)
 
+    def cache_folder(self, cache_dir: Path, seed: int, quick: bool) -> Path:
+        """Where training caches this model: one folder per spec hash and seed."""
+        return cache_dir / f"{self.slug}-{self.fingerprint(seed, quick)}"
+
     def fingerprint(self, seed: int, quick: bool) -> str:
         """A short hash of everything that changes the trained weights."""
         keys = {"dataset": self.dataset, "architecture": self.architecture, "epochs": self.epochs,
@@ -71,6 +75,18 @@ class Config:
                 return spec
         known = ", ".join(s.name for s in self.models) or "none"
         raise ReportgenError(f"no model named {name!r} in the config (known: {known})")
+
+
+@dataclass
+class BuildOptions:
+    """How one `reportgen build` runs (from the config and the command line)."""
+
+    out: Path
+    cache_dir: Path
+    seed: int = 0
+    quick: bool = False
+    retrain: bool = False  # train again even when cached
+    force: bool = False  # rebuild pages even when nothing changed
 
 
 BUILD_KEYS = {"out": str, "cache_dir": str, "seed": int}

@@ -12,7 +12,7 @@ input of any size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -95,7 +95,6 @@ class Dream:
     before: np.ndarray  # (octaves, N) objective at the start of each octave's ascent
     after: np.ndarray  # (octaves, N) objective at its end
     fully_convolutional: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 class DeepDream:

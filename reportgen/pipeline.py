@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -13,28 +12,26 @@ import numpy as np
 import tensorflow as tf
 
 from . import __version__, progress
-from .config import ModelSpec
+from .config import BuildOptions, ModelSpec
 from .context import ModelContext
 from .data import Dataset, fit_to_model, load_dataset
 from .errors import ReportgenError
+from .fingerprint import file_digest, inputs_fingerprint
 from .layers import class_probabilities, output_is_probability
-from .render import TEMPLATES_DIR, render_model_pages
+from .render import render_model_pages
 from .report import Section, jsonable
 from .sections import SECTION_BUILDERS
+from .sections.changes import compare_reports
 from .training import TrainedModel, load_model_file, load_or_train
 
 
-@dataclass
-class BuildOptions:
-    out: Path
-    cache_dir: Path
-    seed: int = 0
-    quick: bool = False
-    retrain: bool = False
+def build_model_report(spec: ModelSpec, options: BuildOptions, folder: Path,
+                       earlier: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Train or load the model, run every section and write its pages into `folder`.
 
-
-def build_model_report(spec: ModelSpec, options: BuildOptions, folder: Path) -> dict[str, Any]:
-    """Train or load the model, run every section and write its pages into `folder`."""
+    `earlier` holds the previous builds' report.json records, newest first: the
+    newest one with other weights is what the "changes" section compares with.
+    """
     start = time.perf_counter()
     with progress.step("loading data and model"):
         trained, data = load_model_and_data(spec, options)
@@ -44,6 +41,12 @@ def build_model_report(spec: ModelSpec, options: BuildOptions, folder: Path) -> 
                        history=trained.history, seed=options.seed, quick=options.quick)
     sections = run_sections(ctx)
     report = assemble_report(ctx, trained, sections, options, time.perf_counter() - start)
+    baseline = next((r for r in earlier or [] if r["model"].get("weights_sha256") != report["model"]["weights_sha256"]),
+                    None)
+    if baseline is not None:
+        changes = compare_reports(baseline, report)
+        sections.insert(0, changes)
+        report["sections"].insert(0, changes.to_json())
     (folder / "report.json").write_text(json.dumps(jsonable(report), indent=1), encoding="utf-8")
     with progress.step("rendering pages"):
         render_model_pages(folder, report, sections)
@@ -94,14 +97,15 @@ def assemble_report(ctx: ModelContext, trained: TrainedModel, sections: list[Sec
     y, p = ctx.data.y_test, ctx.probabilities
     p_true = np.clip(p[np.arange(len(y)), y], 1e-7, 1.0)
     spec, model = ctx.spec, ctx.model
+    weights = file_digest(trained.path)
     return {
         "reportgen_version": __version__,
-        "inputs_fingerprint": inputs_fingerprint(spec, options, trained.path),
+        "inputs_fingerprint": inputs_fingerprint(spec, options.seed, options.quick, weights),
         "model": {
             "name": spec.name, "slug": spec.slug, "description": spec.description, "dataset": spec.dataset,
             "architecture": spec.architecture, "model_file": spec.model_file, "source": trained.source,
             "input_shape": list(model.input_shape[1:]), "class_names": ctx.data.class_names,
-            "params": model.count_params(), "layers": len(model.layers),
+            "params": model.count_params(), "layers": len(model.layers), "weights_sha256": weights,
         },
         "metrics": {
             "test_accuracy": float(np.mean(ctx.predictions == y)),
@@ -113,18 +117,9 @@ def assemble_report(ctx: ModelContext, trained: TrainedModel, sections: list[Sec
             "seconds": trained.seconds,
             "final": {k: v[-1] for k, v in trained.history.items() if v},
         },
-        "build": {"seed": options.seed, "quick": options.quick, "seconds": seconds},
+        "build": {"seed": options.seed, "quick": options.quick, "seconds": seconds,
+                  "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
         "thumbnail": next((s.figures[0].path for s in sections if s.id == "class-maps" and s.figures), None),
         "sections": [s.to_json() for s in sections],
     }
 
-
-def inputs_fingerprint(spec: ModelSpec, options: BuildOptions, weights: Path | None) -> str:
-    """A hash of everything a model's pages depend on: spec, seed, quick mode,
-    weights, reportgen's version and the templates."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps([vars(spec), options.seed, options.quick, __version__], sort_keys=True).encode())
-    for path in [*(sorted(TEMPLATES_DIR.rglob("*")) if TEMPLATES_DIR.is_dir() else []), weights]:
-        if path is not None and Path(path).is_file():
-            digest.update(Path(path).read_bytes())
-    return digest.hexdigest()[:16]

@@ -10,9 +10,9 @@ from typing import Any
 import jinja2
 
 from . import __version__
+from .fingerprint import TEMPLATES_DIR
 from .report import Page, Section
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 STYLESHEET = "style.css"
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")

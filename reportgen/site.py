@@ -1,5 +1,11 @@
-"""Writing the site safely: each model is built in a staging folder and swapped
-in whole, so a failure or Ctrl-C mid-build leaves the previous site as it was."""
+"""Writing the site safely and incrementally.
+
+Each model is built in a staging folder and swapped in whole, so a failure or
+Ctrl-C mid-build leaves the previous site as it was. A model whose inputs
+(config entry, weights, seed, reportgen version, templates) have not changed
+since its last build is skipped without loading TensorFlow. Every replaced
+report.json is kept in the model's history/ folder for later comparison.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +16,26 @@ from pathlib import Path
 from typing import Any
 
 from . import progress
-from .config import ModelSpec
-from .pipeline import BuildOptions, build_model_report
+from .config import BuildOptions, ModelSpec
 from .render import render_index
+from .status import is_up_to_date, read_report
 
 STAGING_PREFIX = ".staging-"
+HISTORY = "history"
 
 
 def build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str, Any]]:
-    """Build every model's report into `options.out`, then the front pages."""
+    """Build every model that needs it into `options.out`, then the front pages.
+
+    Returns the report of every model in `specs`, rebuilt or not."""
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     reports = []
     for number, spec in enumerate(specs, start=1):
+        if is_up_to_date(spec, options):
+            progress.log(f"[{number}/{len(specs)}] {spec.name}: up to date, skipped")
+            reports.append(read_report(out, spec))
+            continue
         progress.log(f"[{number}/{len(specs)}] {spec.name}")
         reports.append(build_into_place(spec, options))
     write_front_pages(out)
@@ -31,14 +44,43 @@ def build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str, 
 
 
 def build_into_place(spec: ModelSpec, options: BuildOptions) -> dict[str, Any]:
+    from .pipeline import build_model_report  # TensorFlow is imported only when a model is built
+
+    final = options.out / spec.slug
     staging = options.out / f"{STAGING_PREFIX}{spec.slug}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        report = build_model_report(spec, options, staging)
-        swap_in(staging, options.out / spec.slug)
+        earlier = earlier_reports(final)
+        report = build_model_report(spec, options, staging, earlier)
+        keep_history(final, staging)
+        swap_in(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
+
+
+def earlier_reports(folder: Path) -> list[dict[str, Any]]:
+    """The model's previous report.json and its history, newest first."""
+    paths = [folder / "report.json", *sorted((folder / HISTORY).glob("*.json"), reverse=True)]
+    reports = []
+    for path in paths:
+        try:
+            reports.append(json.loads(path.read_text(encoding="utf-8")))
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            continue
+    return reports
+
+
+def keep_history(old: Path, new: Path) -> None:
+    """Carry the old build's history into the new one, adding the old report.json."""
+    if (old / HISTORY).is_dir():
+        shutil.copytree(old / HISTORY, new / HISTORY, dirs_exist_ok=True)
+    previous = old / "report.json"
+    if previous.is_file():
+        report = json.loads(previous.read_text(encoding="utf-8"))
+        stamp = report["build"].get("built_at", "unknown").replace(":", "").replace("-", "")
+        (new / HISTORY).mkdir(exist_ok=True)
+        shutil.copy2(previous, new / HISTORY / f"{stamp}-{report.get('inputs_fingerprint', 'x')}.json")
 
 
 def swap_in(new: Path, final: Path) -> None:
@@ -51,7 +93,7 @@ def swap_in(new: Path, final: Path) -> None:
 
 
 def built_reports(out: Path) -> list[dict[str, Any]]:
-    """Every model report present in the site, in name order."""
+    """Every model report present in the site, in folder order."""
     reports = []
     for path in sorted(out.glob("*/report.json")):
         if not path.parent.name.startswith("."):

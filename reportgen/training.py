@@ -46,7 +46,7 @@ def load_or_train(
     """The model of `spec`: from its file, from the cache, or trained now and cached."""
     if spec.model_file:
         return load_model_file(Path(spec.model_file))
-    folder = cache_folder(spec, cache_dir, seed, quick)
+    folder = spec.cache_folder(cache_dir, seed, quick)
     if not retrain and (folder / "model.keras").exists():
         meta = json.loads((folder / "history.json").read_text())
         model = keras.models.load_model(folder / "model.keras")
@@ -59,11 +59,6 @@ def load_or_train(
     tmp.replace(folder / "model.keras")
     trained.path = folder / "model.keras"
     return trained
-
-
-def cache_folder(spec: ModelSpec, cache_dir: Path, seed: int, quick: bool) -> Path:
-    """Where the trained weights of `spec` live: one folder per spec hash and seed."""
-    return cache_dir / f"{spec.slug}-{spec.fingerprint(seed, quick)}"
 
 
 def train(spec: ModelSpec, data: Dataset, seed: int, quick: bool = False) -> TrainedModel:

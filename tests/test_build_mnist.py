@@ -1,5 +1,6 @@
 """A real --quick report from real MNIST, built through the command line."""
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -9,22 +10,34 @@ from pathlib import Path
 import pytest
 from site_checks import html_problems, markdown_problems
 
+from reportgen import pipeline
+from reportgen.config import BuildOptions, load_config
+from reportgen.site import build_site
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
+def work(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("build")
     shutil.copy(REPO / "reportgen.toml", work / "reportgen.toml")  # so the model cache lands in tmp
-    out = work / "site"
-    result = subprocess.run(
+    return work
+
+
+def generate(work: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, str(REPO / "generate.py"), "--config", str(work / "reportgen.toml"),
-         "--model", "mnist-3conv", "--quick", "--out", str(out)],
+         "--model", "mnist-3conv", "--quick", "--out", str(work / "site"), *extra],
         capture_output=True, text=True, timeout=900,
     )
+
+
+@pytest.fixture(scope="module")
+def site(work) -> Path:
+    result = generate(work)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy" in result.stderr  # progress was shown
-    return out
+    return work / "site"
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +90,53 @@ def test_links_and_images_resolve_in_html_and_markdown(site):
 def test_index_lists_the_model(site):
     assert 'href="mnist-3conv/index.html"' in (site / "index.html").read_text()
     assert "(mnist-3conv/index.md)" in (site / "index.md").read_text()
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_rebuild_with_nothing_changed_skips_the_model(site, work):
+    before = snapshot(site / "mnist-3conv")
+    result = generate(work)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "mnist-3conv: up to date, skipped" in result.stderr
+    assert snapshot(site / "mnist-3conv") == before
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_a_failed_build_leaves_the_previous_site_untouched(site, work, tmp_path, monkeypatch, failure):
+    copy = tmp_path / "site"
+    shutil.copytree(site, copy)
+    before = snapshot(copy)
+
+    def explode(ctx):
+        raise failure
+
+    monkeypatch.setattr(pipeline, "SECTION_BUILDERS", [*pipeline.SECTION_BUILDERS, ("explode", explode)])
+    spec = load_config(work / "reportgen.toml").model("mnist-3conv")
+    options = BuildOptions(out=copy, cache_dir=work / ".cache" / "reportgen", quick=True, force=True)
+    with pytest.raises(type(failure)):
+        build_site([spec], options)
+    assert snapshot(copy) == before
+
+
+def test_a_retrained_model_is_compared_with_its_last_build(site, work, tmp_path):
+    copy = tmp_path / "site"
+    shutil.copytree(site, copy)
+    report_path = copy / "mnist-3conv" / "report.json"
+    old = json.loads(report_path.read_text())
+    old["model"]["weights_sha256"] = "weights-of-an-earlier-training"
+    old["metrics"]["test_accuracy"] -= 0.05
+    report_path.write_text(json.dumps(old))
+    spec = load_config(work / "reportgen.toml").model("mnist-3conv")
+    build_site([spec], BuildOptions(out=copy, cache_dir=work / ".cache" / "reportgen", quick=True, force=True))
+    new = json.loads(report_path.read_text())
+    changes = new["sections"][0]
+    assert changes["id"] == "changes"
+    accuracy = changes["data"]["metrics"]["test_accuracy"]
+    assert abs(accuracy["after"] - accuracy["before"] - 0.05) < 1e-9
+    kept = list((copy / "mnist-3conv" / "history").glob("*.json"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text())["model"]["weights_sha256"] == "weights-of-an-earlier-training"
+    assert 'id="changes"' in (copy / "mnist-3conv" / "index.html").read_text()
