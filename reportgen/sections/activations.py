@@ -21,7 +21,7 @@ def build(ctx: ModelContext) -> Section | None:
                        notes=["The model has no conv, pooling or dense layer to show."])
     indices = ctx.sample_indices
     outputs = layer_outputs(ctx.model, [layer.name for layer in layers], ctx.samples)
-    figures, tables, data = [], [], {}
+    figures, tables, data, notes = [], [], {}, []
     for layer in layers:
         out = outputs[layer.name]
         if out.ndim == 4:
@@ -33,6 +33,10 @@ def build(ctx: ModelContext) -> Section | None:
         figures.append(figure)
         tables.append(table)
         data[layer.name] = numbers
+        hidden = out.shape[-1] - numbers.get("maps_shown", out.shape[-1])
+        if hidden > 0:
+            notes.append(f"{layer.name}: the first {numbers['maps_shown']} maps are drawn, {hidden} more are not "
+                         f"(max_units = {ctx.spec.max_units}); their numbers are in the tables.")
     progress.log(f"    {len(figures)} activation grids for {len(indices)} sample images")
     return Section(
         id="activations",
@@ -43,6 +47,7 @@ def build(ctx: ModelContext) -> Section | None:
         figures=figures,
         tables=tables,
         data=data,
+        notes=notes,
     )
 
 

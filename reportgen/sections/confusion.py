@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..context import ModelContext
-from ..imaging import as_rgb, tile_grid
+from ..imaging import as_rgb, resize_nearest, tile_grid, tile_size
 from ..report import Figure, Section, Table
 
 MISTAKES_SHOWN = 24
@@ -87,7 +87,8 @@ def _mistakes_figure(ctx: ModelContext):
         return None
     confidence = ctx.probabilities[wrong, ctx.predictions[wrong]]
     shown = wrong[np.argsort(-confidence)][:MISTAKES_SHOWN]
-    grid = tile_grid(as_rgb(ctx.data.x_test[shown]), cols=min(len(shown), 8))
+    images = as_rgb(ctx.data.x_test[shown])
+    grid = tile_grid(resize_nearest(images, *tile_size(*images.shape[1:3], largest=112)), cols=min(len(shown), 8))
     rows, data = [], []
     for k, i in enumerate(shown):
         top = np.argsort(-ctx.probabilities[i])[:3]

@@ -35,5 +35,6 @@ def build(ctx: ModelContext) -> Section | None:
     )
     columns = ["Epoch", *history.keys()]
     rows = [[e, *(f"{history[k][e - 1]:.4f}" for k in history)] for e in epochs]
-    return Section(id="training", title="Training", figures=[figure], tables=[Table(columns, rows)],
+    table = Table(columns, rows, title="Metrics per epoch", collapsed=len(rows) > 5)
+    return Section(id="training", title="Training", figures=[figure], tables=[table],
                    data={"history": history})
