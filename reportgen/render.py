@@ -15,7 +15,7 @@ from .report import Page, Section
 
 STYLESHEET = "style.css"
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 
 
 def md_escape(value: Any) -> str:

@@ -140,3 +140,12 @@ def test_a_retrained_model_is_compared_with_its_last_build(site, work, tmp_path)
     kept = list((copy / "mnist-3conv" / "history").glob("*.json"))
     assert len(kept) == 1 and json.loads(kept[0].read_text())["model"]["weights_sha256"] == "weights-of-an-earlier-training"
     assert 'id="changes"' in (copy / "mnist-3conv" / "index.html").read_text()
+
+
+def test_the_same_seed_gives_the_same_numbers(site, work, tmp_path):
+    spec = load_config(work / "reportgen.toml").model("mnist-3conv")
+    build_site([spec], BuildOptions(out=tmp_path / "again", cache_dir=work / ".cache" / "reportgen", quick=True))
+    first = json.loads((site / "mnist-3conv" / "report.json").read_text())
+    second = json.loads((tmp_path / "again" / "mnist-3conv" / "report.json").read_text())
+    assert first["metrics"] == second["metrics"]
+    assert [s for s in first["sections"] if s["id"] != "changes"] == second["sections"]
