@@ -96,6 +96,8 @@ def select_models(config: Config, names: tuple[str, ...], model_file: Path | Non
 
 def check_inputs(specs: list[ModelSpec]) -> None:
     """Cheap checks before any work starts, so bad input never half-builds a site."""
+    if not specs:
+        return
     from .data import KERAS_ARRAYS
     from .zoo import ARCHITECTURES
 

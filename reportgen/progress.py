@@ -7,8 +7,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import keras
-
 _quiet = False
 
 
@@ -30,18 +28,3 @@ def step(label: str) -> Iterator[None]:
     yield
     log(f"  {label}: done in {time.perf_counter() - start:.1f}s")
 
-
-class EpochLogger(keras.callbacks.Callback):
-    """One line per training epoch: loss, accuracy and time."""
-
-    def __init__(self, name: str, epochs: int) -> None:
-        super().__init__()
-        self.name, self.epochs = name, epochs
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        numbers = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if isinstance(v, float))
-        log(f"  [{self.name}] epoch {epoch + 1}/{self.epochs} {numbers} ({time.perf_counter() - self._start:.1f}s)")

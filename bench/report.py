@@ -1,0 +1,57 @@
+"""Benchmark: one model's whole report, training excluded, timed per section.
+
+    python bench/report.py [--model mnist-3conv] [--quick]
+
+Trains (or loads from the cache) the model first, then times the test-set
+prediction and every section builder on it, and prints a table and the total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from reportgen.config import load_config
+from reportgen.context import ModelContext
+from reportgen.data import load_dataset
+from reportgen.pipeline import predict_probabilities
+from reportgen.sections import SECTION_BUILDERS
+from reportgen.training import load_or_train
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mnist-3conv")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+
+    config = load_config(REPO / "reportgen.toml")
+    spec = config.model(args.model)
+    data = load_dataset(spec.dataset)
+    trained = load_or_train(spec, data, config.resolve(config.cache_dir), config.seed, quick=args.quick)
+
+    timings: list[tuple[str, float]] = []
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        probabilities = predict_probabilities(trained, data)
+        timings.append((f"predict {len(data.x_test):,} test images", time.perf_counter() - start))
+        ctx = ModelContext(spec=spec, model=trained.model, data=data, out_dir=Path(out), probabilities=probabilities,
+                           history=trained.history, seed=config.seed, quick=args.quick)
+        for name, builder in SECTION_BUILDERS:
+            start = time.perf_counter()
+            builder(ctx)
+            timings.append((name, time.perf_counter() - start))
+
+    width = max(len(name) for name, _ in timings)
+    print(f"{spec.name}{' (quick)' if args.quick else ''}: report without training")
+    for name, seconds in timings:
+        print(f"  {name:<{width}}  {seconds:7.2f} s")
+    print(f"  {'total':<{width}}  {sum(s for _, s in timings):7.2f} s")
+
+
+if __name__ == "__main__":
+    main()
