@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from .layers import class_probabilities, output_is_probability
-from .projections import logit_model
+from .projections import batch_rows, logit_model
 
 
 @dataclass
@@ -64,10 +64,25 @@ class Attributor:
 
         self._gradients = gradients
 
+        @tf.function(input_signature=gradients.input_signature)
+        def scores(x: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
+            return class_scores(extractor(x, training=False)[0], classes)
+
+        self._scores = scores
+
+    def scores(self, x: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """(N,) pre-softmax score of `classes[i]` for image `x[i]`."""
+        classes = np.asarray(classes, np.int32)
+        batch_size = batch_rows(x.shape[1:])
+        return np.concatenate([self._scores(tf.constant(x[i : i + batch_size], tf.float32),
+                                            tf.constant(classes[i : i + batch_size])).numpy()
+                               for i in range(0, len(x), batch_size)])
+
     def __call__(self, x: np.ndarray, classes: np.ndarray, samples: int = 16, noise: float = 0.15,
-                 seed: int = 0, batch_size: int = 128) -> Attributions:
+                 seed: int = 0, batch_size: int | None = None) -> Attributions:
         """Attributions of `classes[i]` for image `x[i]`; SmoothGrad uses `samples`
-        copies with Gaussian noise of std `noise` (images are in [0, 1])."""
+        copies with Gaussian noise of std `noise` (images are in [0, 1]). All rows
+        go through in one batch unless `batch_size` (default: `batch_rows`) splits them."""
         n = len(x)
         classes = np.asarray(classes, np.int32)
         rng = np.random.default_rng(seed)
@@ -76,6 +91,7 @@ class Attributor:
         row_classes = np.concatenate([classes, np.repeat(classes, samples)])
         grads = np.zeros_like(rows)
         cams = np.zeros(rows.shape[:3], np.float32)
+        batch_size = batch_size or batch_rows(x.shape[1:])
         for start in range(0, len(rows), batch_size):
             s = slice(start, start + batch_size)
             g, cam = self._gradients(tf.constant(rows[s]), tf.constant(row_classes[s]))
@@ -100,17 +116,21 @@ def probabilities(model: keras.Model, x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Deletion:
-    """Class probability before and after zeroing a fraction of the pixels."""
+    """Class probability (and pre-softmax score) before and after zeroing a fraction of the pixels."""
 
     original: np.ndarray  # (N,)
     drop_top: np.ndarray  # (N,) drop when the heatmap's top pixels are zeroed
     drop_random: np.ndarray  # (N,) mean drop over random pixel sets of the same size
+    score_drop_top: np.ndarray | None = None  # the same for the logit, which does not saturate at p = 1
+    score_drop_random: np.ndarray | None = None
 
 
 def deletion_test(model: keras.Model, x: np.ndarray, classes: np.ndarray, heat: np.ndarray,
-                  fraction: float = 0.2, trials: int = 4, seed: int = 0) -> Deletion:
+                  fraction: float = 0.2, trials: int = 4, seed: int = 0,
+                  attributor: Attributor | None = None) -> Deletion:
     """Zero the `fraction` of pixels (all channels) `heat` ranks highest, and as
-    many random pixels `trials` times; all variants go through one predict."""
+    many random pixels `trials` times; all variants go through one predict
+    (and one score pass through `attributor`'s logit clone, when given)."""
     n, h, w = heat.shape
     count = max(1, round(fraction * h * w))
     rng = np.random.default_rng(seed)
@@ -122,11 +142,18 @@ def deletion_test(model: keras.Model, x: np.ndarray, classes: np.ndarray, heat: 
     np.put_along_axis(masks, np.concatenate([top, random_sets]), 0.0, axis=1)
     base = np.concatenate([x, np.repeat(x, trials, axis=0)])
     variants = base * masks.reshape(-1, h, w, 1)
-    p = probabilities(model, np.concatenate([x, variants]))
+    everything = np.concatenate([x, variants])
     rows = np.concatenate([classes, classes, np.repeat(classes, trials)])
-    p = p[np.arange(len(p)), rows]
-    original = p[:n]
-    return Deletion(original, original - p[n : 2 * n], original - p[2 * n :].reshape(n, trials).mean(axis=1))
+    p = probabilities(model, everything)[np.arange(len(rows)), rows]
+    drops = _drops(p, n, trials)
+    score_drops = _drops(attributor.scores(everything, rows), n, trials) if attributor else (None, None)
+    return Deletion(p[:n], *drops, *score_drops)
+
+
+def _drops(values: np.ndarray, n: int, trials: int) -> tuple[np.ndarray, np.ndarray]:
+    """(original - top-deleted, original - mean of random-deleted) from [original, top, random x trials] rows."""
+    original = values[:n]
+    return original - values[n : 2 * n], original - values[2 * n :].reshape(n, trials).mean(axis=1)
 
 
 def confident_mistakes(labels: np.ndarray, probs: np.ndarray, limit: int = 8) -> list[int]:

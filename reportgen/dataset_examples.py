@@ -4,6 +4,9 @@ filter most, cropped to the receptive field of the maximal position.
 One streamed pass over the test set per model computes every conv layer at
 once; only a per-filter spatial max and its position leave the graph, and a
 running top-k keeps memory bounded by k, not by the size of the test set.
+
+The receptive-field geometry lives here too: which input pixels a unit sees,
+computed from the layer configs along the chain from the input.
 """
 
 from __future__ import annotations
@@ -14,12 +17,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .projections import layer_chain
-
 # Layers that leave the pixel geometry alone at inference time.
 POINTWISE_TYPES = (
     keras.layers.InputLayer, keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU,
-    keras.layers.PReLU, keras.layers.ELU, keras.layers.BatchNormalization, keras.layers.LayerNormalization,
+    keras.layers.PReLU, keras.layers.ELU, keras.layers.BatchNormalization,
     keras.layers.Dropout, keras.layers.SpatialDropout2D, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
     keras.layers.Rescaling, keras.layers.Normalization, keras.layers.Identity,
     keras.layers.RandomFlip, keras.layers.RandomZoom, keras.layers.RandomRotation, keras.layers.RandomTranslation,
@@ -27,6 +28,26 @@ POINTWISE_TYPES = (
 )
 WINDOW_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
                 keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
+ACTIVATION_BUDGET = 1 << 25  # activation values per batch of the dataset pass
+
+
+def layer_chain(model: keras.Model, layer_name: str) -> list[keras.layers.Layer] | None:
+    """The layers from the input (excluded) to `layer_name` (included), when the
+    path is a simple chain of single-input layers; None for branching graphs."""
+    chain: list[keras.layers.Layer] = []
+    layer = model.get_layer(layer_name)
+    while not isinstance(layer, keras.layers.InputLayer):
+        if isinstance(layer, keras.Model):
+            return None
+        try:
+            tensor = layer.input
+        except (AttributeError, ValueError):
+            return None
+        if isinstance(tensor, (list, tuple, dict)):
+            return None
+        chain.append(layer)
+        layer = tensor._keras_history.operation
+    return chain[::-1]
 
 
 @dataclass(frozen=True)
@@ -50,23 +71,46 @@ class ReceptiveField:
         x0 = self.start[1] + x * self.jump[1]
         return y0, y0 + self.size[0], x0, x0 + self.size[1]
 
-    def mask(self, y: int, x: int) -> np.ndarray:
-        """(H, W) boolean: True on the input pixels the unit can see."""
-        y0, y1, x0, x1 = self.box(y, x)
-        m = np.zeros(self.input_size, bool)
-        m[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = True
-        return m
+    def _spans(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Input rows (N, size_y) and cols (N, size_x) under each of (N, 2) unit positions."""
+        positions = np.asarray(positions).reshape(-1, 2)
+        rows = (self.start[0] + positions[:, 0] * self.jump[0])[:, None] + np.arange(self.size[0])
+        cols = (self.start[1] + positions[:, 1] * self.jump[1])[:, None] + np.arange(self.size[1])
+        return rows, cols
 
-    def crop(self, images: np.ndarray, positions: np.ndarray, fill: float = 0.5) -> np.ndarray:
-        """(N, H, W, C) images cropped around (N, 2) unit positions to
-        (N, size_y, size_x, C); the part outside the image is `fill`."""
-        ry, rx = self.size
-        padded = np.pad(images, ((0, 0), (ry, ry), (rx, rx), (0, 0)), constant_values=fill)
-        y0 = self.start[0] + positions[:, 0] * self.jump[0] + ry
-        x0 = self.start[1] + positions[:, 1] * self.jump[1] + rx
-        rows = y0[:, None] + np.arange(ry)
-        cols = x0[:, None] + np.arange(rx)
-        return padded[np.arange(len(images))[:, None, None], rows[:, :, None], cols[:, None, :]]
+    def masks(self, positions: np.ndarray) -> np.ndarray:
+        """(N, H, W) boolean: True on the input pixels each unit can see."""
+        rows, cols = self._spans(positions)
+        in_rows = (np.arange(self.input_size[0]) >= rows[:, :1]) & (np.arange(self.input_size[0]) <= rows[:, -1:])
+        in_cols = (np.arange(self.input_size[1]) >= cols[:, :1]) & (np.arange(self.input_size[1]) <= cols[:, -1:])
+        return in_rows[:, :, None] & in_cols[:, None, :]
+
+    def mask(self, y: int, x: int) -> np.ndarray:
+        """(H, W) boolean: True on the input pixels the unit at (y, x) can see."""
+        return self.masks(np.array([[y, x]]))[0]
+
+    def crop(self, images: np.ndarray, positions: np.ndarray, fill: float = 0.5,
+             ids: np.ndarray | None = None) -> np.ndarray:
+        """Crops around (N, 2) unit positions, (N, size_y, size_x, C), from
+        images[ids[i]] (images[i] without `ids`); the part outside the image is `fill`.
+        Only the crops are gathered, never a padded copy of the images."""
+        rows, cols = self._spans(positions)
+        ids = np.arange(len(rows)) if ids is None else np.asarray(ids)
+        h, w = images.shape[1:3]
+        out = images[ids[:, None, None], rows.clip(0, h - 1)[:, :, None], cols.clip(0, w - 1)[:, None, :]]
+        inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+        out[~inside] = fill
+        return out
+
+
+def crops_are_exact(model: keras.Model, layer_name: str) -> bool:
+    """True when a unit's value is computed exactly from its receptive-field crop
+    alone: a chain of pointwise layers and `valid` windows (no padding anywhere,
+    so the crop's borders are the image's own pixels and strides stay aligned)."""
+    chain = layer_chain(model, layer_name)
+    return chain is not None and all(
+        isinstance(layer, POINTWISE_TYPES) or (isinstance(layer, WINDOW_TYPES) and layer.padding == "valid")
+        for layer in chain)
 
 
 def _pair(value: int | tuple | list) -> tuple[int, int]:
@@ -102,6 +146,8 @@ def receptive_field(model: keras.Model, layer_name: str,
         return None
     jump, start, size, n = [1, 1], [0, 0], [1, 1], list(input_size)
     for layer in chain:
+        if getattr(layer, "data_format", "channels_last") != "channels_last":
+            return None
         if isinstance(layer, POINTWISE_TYPES):
             continue
         if isinstance(layer, WINDOW_TYPES):
@@ -180,8 +226,15 @@ class LayerExamples:
 
 
 def dataset_top_k(model: keras.Model, layer_names: list[str], x: np.ndarray, k: int = 9,
-                  batch_size: int = 500) -> dict[str, LayerExamples]:
-    """Top-k images per filter for every named 4-D layer, in one streamed pass over `x`."""
+                  batch_size: int | None = None) -> dict[str, LayerExamples]:
+    """Top-k images per filter for every named 4-D layer, in one streamed pass over `x`.
+
+    The default batch holds about 32M activation values of the named layers
+    (~1000 MNIST images, ~27 colour 150x150 ones), so memory does not grow with `x`.
+    """
+    if batch_size is None:
+        per_image = sum(int(np.prod(model.get_layer(name).output.shape[1:])) for name in layer_names)
+        batch_size = max(1, ACTIVATION_BUDGET // per_image)
     extractor = keras.Model(model.input, [model.get_layer(name).output for name in layer_names])
 
     @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)])

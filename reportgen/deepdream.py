@@ -21,9 +21,9 @@ import tensorflow as tf
 from PIL import Image
 
 from . import progress
-from .dataset_examples import receptive_field
+from .dataset_examples import layer_chain, receptive_field
 from .errors import ReportgenError
-from .projections import layer_chain
+from .projections import chain_model
 
 DEFAULT_PHOTO = "chelsea"  # skimage.data sample images ship inside the wheel: no download
 GRAY = np.array([0.299, 0.587, 0.114], np.float32)
@@ -72,15 +72,7 @@ def dream_extractor(model: keras.Model, layer_names: list[str]) -> tuple[keras.M
     chain = layer_chain(model, deepest)
     if chain is not None and all(model.get_layer(n) in chain for n in layer_names):
         try:
-            inputs = keras.Input((None, None, model.input_shape[-1]))
-            x, outputs = inputs, {}
-            for layer in chain:
-                copy = layer.__class__.from_config(layer.get_config())
-                x = copy(x)
-                copy.set_weights(layer.get_weights())
-                if layer.name in layer_names:
-                    outputs[layer.name] = x
-            return keras.Model(inputs, [outputs[n] for n in layer_names]), True
+            return chain_model(chain, (None, None, model.input_shape[-1]), layer_names), True
         except (ValueError, TypeError, NotImplementedError) as exc:
             progress.log(f"    deepdream: no fully-convolutional copy ({type(exc).__name__}); using the input size")
     return keras.Model(model.input, [model.get_layer(n).output for n in layer_names]), False
@@ -118,15 +110,16 @@ class DeepDream:
 
     def channel_energy(self, image: np.ndarray) -> list[np.ndarray]:
         """Per layer, (N, C) spatial mean of each map's squared activation."""
-        outputs = self.extractor(tf.constant(image, tf.float32), training=False)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        return [tf.reduce_mean(tf.square(_trim(a)), axis=(1, 2)).numpy() for a in outputs]
+        return [e.numpy() for e in self._channel_energy(tf.constant(image, tf.float32))]
 
-    def _energy(self, image: tf.Tensor, weights: list[tf.Tensor]) -> tf.Tensor:
+    def _channel_energy(self, image: tf.Tensor) -> list[tf.Tensor]:
         outputs = self.extractor(image, training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        return tf.add_n([tf.reduce_sum(w * tf.reduce_mean(tf.square(_trim(a)), axis=(1, 2)), axis=1)
-                         for a, w in zip(outputs, weights)])
+        return [tf.reduce_mean(tf.square(_trim(a)), axis=(1, 2)) for a in outputs]
+
+    def _energy(self, image: tf.Tensor, weights: list[tf.Tensor]) -> tf.Tensor:
+        """(N,) objective of each row."""
+        return tf.add_n([tf.reduce_sum(w * e, axis=1) for e, w in zip(self._channel_energy(image), weights)])
 
     def _ascent(self, image: tf.Tensor, weights: list[tf.Tensor], steps: tf.Tensor, step_size: tf.Tensor,
                 jitter: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -141,10 +134,6 @@ class DeepDream:
             grad /= tf.reduce_mean(tf.abs(grad), axis=(1, 2, 3), keepdims=True) + 1e-8
             image = tf.clip_by_value(image + step_size * grad, 0.0, 1.0)
         return image
-
-    def objective(self, images: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
-        """(N,) objective of each row."""
-        return self._objective(tf.constant(images, tf.float32), [tf.constant(w, tf.float32) for w in weights]).numpy()
 
     def octave_sizes(self, photo_size: tuple[int, int], octaves: int = 4, scale: float = 1.4) -> list[tuple[int, int]]:
         """Sizes from one octave below the model's input size upwards, capped by
@@ -169,19 +158,20 @@ class DeepDream:
         return True
 
     def dream(self, photo: np.ndarray, weights: list[np.ndarray], octaves: int = 4, scale: float = 1.4,
-              steps: int = 20, step_size: float = 0.02, seed: int = 0) -> Dream:
+              steps: int = 12, step_size: float = 0.01, seed: int = 0) -> Dream:
         """Dream on `photo` (H, W, C) in [0, 1], one row per objective row of `weights`."""
         n = len(weights[0])
         weights_t = [tf.constant(w, tf.float32) for w in weights]
         sizes = self.octave_sizes(photo.shape[:2], octaves, scale)
-        original = tf.constant(photo[None], tf.float32)
-        image = tf.repeat(_resize(original, sizes[0]), n, axis=0)
+        # Detail finer than the largest octave is never used: a huge photo costs nothing extra.
+        original = resize(tf.constant(photo[None], tf.float32), sizes[-1])
+        image = tf.repeat(resize(original, sizes[0]), n, axis=0)
         images, before, after = [], [], []
         for i, size in enumerate(sizes):
             if i:
                 # Upscale and re-add the detail that shrinking the photo to the previous octave lost.
-                lost = _resize(original, size) - _resize(_resize(original, sizes[i - 1]), size)
-                image = tf.clip_by_value(_resize(image, size) + lost, 0.0, 1.0)
+                lost = resize(original, size) - resize(resize(original, sizes[i - 1]), size)
+                image = tf.clip_by_value(resize(image, size) + lost, 0.0, 1.0)
             before.append(self._objective(image, weights_t).numpy())
             jitter = max(1, min(size) // 16)
             image = self._ascend(image, weights_t, tf.constant(steps), tf.constant(step_size, tf.float32),
@@ -202,5 +192,6 @@ def _trim(a: tf.Tensor) -> tf.Tensor:
     return a[:, by : h - by, bx : w - bx]
 
 
-def _resize(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+def resize(image: tf.Tensor | np.ndarray, size: tuple[int, int]) -> tf.Tensor:
+    """Resize (N, H, W, C) images; antialiased, so shrinking a photo does not alias."""
     return tf.image.resize(image, size, method="bilinear", antialias=True)

@@ -105,7 +105,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 def save_png(path: Path, image: np.ndarray) -> None:
     """Write a float [0, 1] (H, W), (H, W, 1) or (H, W, 3) image as PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8(image)).save(path, optimize=True)
+    Image.fromarray(to_uint8(image)).save(path)  # optimize=True: 3% smaller, 10x slower
 
 
 def overlay_heatmap(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:

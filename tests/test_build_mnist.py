@@ -140,7 +140,8 @@ def test_a_retrained_model_is_compared_with_its_last_build(site, work, tmp_path)
     accuracy = changes["data"]["metrics"]["test_accuracy"]
     assert abs(accuracy["after"] - accuracy["before"] - 0.05) < 1e-9
     kept = list((copy / "mnist-3conv" / "history").glob("*.json"))
-    assert len(kept) == 1 and json.loads(kept[0].read_text())["model"]["weights_sha256"] == "weights-of-an-earlier-training"
+    assert len(kept) == 1
+    assert json.loads(kept[0].read_text())["model"]["weights_sha256"] == "weights-of-an-earlier-training"
     assert 'id="changes"' in (copy / "mnist-3conv" / "index.html").read_text()
 
 

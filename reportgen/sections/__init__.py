@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from ..context import ModelContext
 from ..report import Section
-from . import activations, class_maps, confusion, kernels, summary, training_curves
+from . import activations, attribution, class_maps, confusion, deepdream, kernels, summary, training_curves, units
 
 SectionBuilder = Callable[[ModelContext], "Section | None"]
 
@@ -18,4 +18,7 @@ SECTION_BUILDERS: list[tuple[str, SectionBuilder]] = [
     ("activation grids", activations.build),
     ("mean maps per class", class_maps.build),
     ("kernel weights", kernels.build),
+    ("dataset examples and projections", units.build),  # after feature vis: its pages show the tiles
+    ("DeepDream", deepdream.build),
+    ("attributions", attribution.build),
 ]
