@@ -52,13 +52,14 @@ def output_is_probability(model: keras.Model) -> bool:
     return getattr(activation, "__name__", "") in ("softmax", "sigmoid")
 
 
-def channel_means(
-    model: keras.Model, layer_names: list[str], x: np.ndarray, batch_size: int = 256
+def channel_stats(
+    model: keras.Model, layer_names: list[str], x: np.ndarray, reduce: str = "mean", batch_size: int = 256
 ) -> dict[str, np.ndarray]:
-    """(N, C) spatial mean of every channel of the named 4-D layers, in one pass,
-    without ever holding the full maps of the whole set in memory."""
+    """(N, C) spatial mean (or max) of every channel of the named 4-D layers, in
+    one pass, without ever holding the full maps of the whole set in memory."""
     if not layer_names:
         return {}
-    means = {name: keras.ops.mean(model.get_layer(name).output, axis=(1, 2)) for name in layer_names}
-    out = keras.Model(model.input, means).predict(x, batch_size=batch_size, verbose=0)
+    op = {"mean": keras.ops.mean, "max": keras.ops.max}[reduce]
+    stats = {name: op(model.get_layer(name).output, axis=(1, 2)) for name in layer_names}
+    out = keras.Model(model.input, stats).predict(x, batch_size=batch_size, verbose=0)
     return {name: np.asarray(out[name]) for name in layer_names}

@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 
 from reportgen.imaging import maps_to_tiles
-from reportgen.layers import channel_means
+from reportgen.layers import channel_stats
 from reportgen.sections import activations, class_maps, confusion, kernels, summary
 
 
@@ -69,7 +69,7 @@ def test_kernel_numbers_match_the_weights(tiny_context):
 def test_compare_classes_picks_the_filter_that_differs_most(tiny_context):
     ctx = tiny_context
     section = class_maps.build(ctx)
-    means = channel_means(ctx.model, ["conv_a"], ctx.data.x_test)["conv_a"]
+    means = channel_stats(ctx.model, ["conv_a"], ctx.data.x_test)["conv_a"]
     diff = means[ctx.data.y_test == 0].mean(axis=0) - means[ctx.data.y_test == 1].mean(axis=0)
     chosen = section.data["compare"]["layers"][0]
     assert chosen["filter"] == int(np.argmax(np.abs(diff)))

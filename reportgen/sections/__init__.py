@@ -7,7 +7,18 @@ from collections.abc import Callable
 
 from ..context import ModelContext
 from ..report import Section
-from . import activations, attribution, class_maps, confusion, deepdream, kernels, summary, training_curves, units
+from . import (
+    activations,
+    attribution,
+    class_maps,
+    confusion,
+    deepdream,
+    feature_vis,
+    kernels,
+    summary,
+    training_curves,
+    units,
+)
 
 SectionBuilder = Callable[[ModelContext], "Section | None"]
 
@@ -18,6 +29,7 @@ SECTION_BUILDERS: list[tuple[str, SectionBuilder]] = [
     ("activation grids", activations.build),
     ("mean maps per class", class_maps.build),
     ("kernel weights", kernels.build),
+    ("feature visualization", feature_vis.build),
     ("dataset examples and projections", units.build),  # after feature vis: its pages show the tiles
     ("DeepDream", deepdream.build),
     ("attributions", attribution.build),

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..context import ModelContext
 from ..imaging import as_rgb, maps_to_tiles, resize_nearest, tile_grid
-from ..layers import channel_means, conv_layers, layer_outputs, visual_layers
+from ..layers import channel_stats, conv_layers, layer_outputs, visual_layers
 from ..report import Figure, Section, Table
 
 TILE = 56
@@ -62,7 +62,7 @@ def _compare_classes(ctx: ModelContext):
     if not convs or ctx.data.num_classes < 2:
         return None
     a, b = ctx.spec.compare_classes or _most_confused_pair(ctx)
-    means = channel_means(ctx.model, convs, ctx.data.x_test)
+    means = channel_stats(ctx.model, convs, ctx.data.x_test, reduce="mean")
     in_a, in_b = ctx.data.y_test == a, ctx.data.y_test == b
     if not in_a.any() or not in_b.any():
         return None

@@ -1,0 +1,90 @@
+"""Objectives: what to maximise, as functions of a batch's activations.
+
+An objective maps `{layer name: activations}` to one score per batch slot,
+shape (B,). Objectives compose like numbers (`channel("conv2", 3) + 0.5 *
+layer_mean("conv1")`), and a unit index may be one int for every slot or one
+per slot (a list, array or tf.Variable), which is how one optimisation renders
+every filter of a layer at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import tensorflow as tf
+
+LOGITS = "logits"  # the pseudo-layer holding the model's pre-softmax output
+
+Activations = dict[str, tf.Tensor]
+Units = int | Sequence[int] | tf.Tensor | tf.Variable
+
+
+class Objective:
+    """A per-slot score `fn(activations) -> (B,)` that knows which layers it reads."""
+
+    def __init__(self, fn: Callable[[Activations], tf.Tensor], layers: frozenset[str], name: str) -> None:
+        self.fn, self.layers, self.name = fn, layers, name
+
+    def __call__(self, activations: Activations) -> tf.Tensor:
+        return self.fn(activations)
+
+    def __repr__(self) -> str:
+        return f"Objective({self.name})"
+
+    def __add__(self, other: Objective | float) -> Objective:
+        if isinstance(other, Objective):
+            return Objective(lambda a: self(a) + other(a), self.layers | other.layers, f"{self.name} + {other.name}")
+        return Objective(lambda a: self(a) + other, self.layers, f"{self.name} + {other}")
+
+    __radd__ = __add__
+
+    def __mul__(self, weight: float) -> Objective:
+        return Objective(lambda a: weight * self(a), self.layers, f"{weight} * {self.name}")
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> Objective:
+        return -1.0 * self
+
+    def __sub__(self, other: Objective | float) -> Objective:
+        return self + (-other)
+
+
+def _per_slot(values: tf.Tensor, units: Units) -> tf.Tensor:
+    """values (B, ..., C) -> (B, ...) picking channel units[b] for slot b (or one unit for all)."""
+    if isinstance(units, int):
+        return values[..., units]
+    units = tf.cast(tf.convert_to_tensor(units), tf.int32)
+    moved = tf.experimental.numpy.moveaxis(values, -1, 1)  # (B, C, ...)
+    return tf.gather(moved, units[:, None], axis=1, batch_dims=1)[:, 0]
+
+
+def channel(layer: str, units: Units) -> Objective:
+    """Mean activation of one feature map over all positions (Lucid's `channel`)."""
+    return Objective(lambda a: tf.reduce_mean(_per_slot(a[layer], units), axis=[1, 2]), frozenset({layer}),
+                     f"channel({layer}, {units if isinstance(units, int) else '...'})")
+
+
+def neuron(layer: str, units: Units, x: int, y: int) -> Objective:
+    """Activation of one map at one position (one unit with one receptive field)."""
+    return Objective(lambda a: _per_slot(a[layer][:, y, x], units), frozenset({layer}), f"neuron({layer}, {x}, {y})")
+
+
+def layer_mean(layer: str) -> Objective:
+    """Mean activation of a whole layer, every map and position: DeepDream's objective."""
+    return Objective(lambda a: tf.reduce_mean(a[layer], axis=tf.range(1, tf.rank(a[layer]))), frozenset({layer}),
+                     f"layer_mean({layer})")
+
+
+def class_logit(units: Units) -> Objective:
+    """The pre-softmax score of a class. A single sigmoid unit scores class 1 with
+    its logit and class 0 with its negation."""
+
+    def score(a: Activations) -> tf.Tensor:
+        logits = a[LOGITS]
+        if logits.shape[-1] == 1:
+            sign = 2.0 * tf.cast(tf.convert_to_tensor(units), tf.float32) - 1.0
+            return sign * logits[:, 0]
+        return _per_slot(logits, units)
+
+    return Objective(score, frozenset({LOGITS}), "class_logit")

@@ -1,0 +1,68 @@
+"""Probes: from a batch of images to the activations an objective reads.
+
+A layer probe runs the model up to the target layer's input, then the target
+layer itself in two halves, its linear part and its activation, so the render
+can optimise the pre-activation for the first (warm-up) steps and for any map
+that is still zero everywhere: such a ReLU unit has zero gradient and would
+never start (Lucid's redirected ReLU has the same purpose). The proof numbers
+are always measured on the plain activation. The user's model is only
+read, never changed. For a plain chain of layers the probe takes images of any
+size, so large colour models are optimised on a canvas about the size of the
+deepest receptive field instead of the full input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+
+from ..dataset_examples import layer_chain
+from ..projections import chain_model, logit_model
+from .objectives import LOGITS
+
+
+@dataclass
+class Probe:
+    """`fn(images, warm)` -> {name: activations}; `any_size` says whether images may differ from `input_shape`."""
+
+    fn: Callable[[tf.Tensor, tf.Tensor], dict[str, tf.Tensor]]
+    input_shape: tuple[int, int, int]
+    any_size: bool
+
+
+def layer_probe(model: keras.Model, layer_name: str) -> Probe:
+    """Activations of one layer (conv or dense) with a pre-activation warm-up switch."""
+    layer = model.get_layer(layer_name)
+    chain = layer_chain(model, layer_name)
+    channels = model.input_shape[-1]
+    if chain is not None and len(chain) == 1:
+        upstream, any_size = (lambda x, training=False: x), True
+    elif chain is not None:
+        upstream, any_size = chain_model(chain[:-1], (None, None, channels), [chain[-2].name]), True
+    else:
+        upstream, any_size = keras.Model(model.input, layer.input), False
+    activation = getattr(layer, "activation", None)
+    if activation is None:  # nothing to warm up: the layer as it is
+        linear, activation = layer, keras.activations.linear
+    else:
+        config = {**layer.get_config(), "activation": "linear", "name": f"{layer.name}_linear"}
+        linear = layer.__class__.from_config(config)
+        linear.build(tuple(layer.input.shape))
+        linear.set_weights(layer.get_weights())
+
+    def fn(images: tf.Tensor, warm: tf.Tensor) -> dict[str, tf.Tensor]:
+        pre = linear(upstream(images, training=False))  # training=False: augmentation layers stay off
+        post = activation(pre)
+        silent = tf.reduce_max(post, axis=list(range(1, len(post.shape) - 1)), keepdims=True) <= 0
+        return {layer_name: tf.where(warm | silent, pre, post)}
+
+    return Probe(fn, tuple(model.input_shape[1:]), any_size)
+
+
+def logit_probe(model: keras.Model) -> Probe:
+    """The model's pre-softmax (or pre-sigmoid) output, on a clone with a linear last activation."""
+    logits = logit_model(model)
+    return Probe(lambda images, warm: {LOGITS: logits(images, training=False)}, tuple(model.input_shape[1:]), False)

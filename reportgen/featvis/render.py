@@ -1,0 +1,115 @@
+"""The render loop: batched gradient ascent on an image parameterisation.
+
+One batch slot per unit: every filter of a layer (or every class) is
+optimised in one run, in chunks of at most `chunk_size` slots so memory stays
+bounded. All steps of a chunk run inside one `tf.function` with a fixed input
+signature, traced once per renderer and never per unit. Each slot's gradient
+is normalised on its own before the Adam update, so strongly and weakly
+responding units move at the same pace in the same batch. A unit's starting
+image and random transforms come from (seed, unit) alone, so rendering it in
+a batch or on its own gives the same image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+
+from .objectives import Objective
+from .params import make_param
+from .probes import Probe
+from .regularizers import Regularizer, blur, l2, total_variation
+from .transforms import standard_transforms
+
+
+@dataclass(frozen=True)
+class FeatVisSettings:
+    """How images are optimised. The defaults give clean strokes on 28x28 MNIST models."""
+
+    steps: int = 128
+    learning_rate: float | None = None  # None: the parameterisation's own (pixel 0.1, FFT 0.5)
+    param: str = "auto"  # "fft", "pixel" or "auto" (pixel: see params.make_param)
+    warmup_steps: int = 16  # steps on the pre-activation, so dead-on-start ReLU units can start
+    chunk_size: int = 64  # batch slots per optimisation: bounds memory for wide layers
+    max_size: int = 48  # largest canvas for layers of a model that takes any input size
+    total_variation: float = 0.02
+    l2: float = 0.0
+    blur: float = 0.0
+    regularizers: tuple[Regularizer, ...] = field(default=(), compare=False)  # extra plug-ins
+
+    def quick(self) -> FeatVisSettings:
+        """A fast variant for smoke runs: a quarter of the steps."""
+        return dataclasses.replace(self, steps=max(16, self.steps // 4), warmup_steps=min(8, self.warmup_steps))
+
+    def all_regularizers(self) -> list[Regularizer]:
+        weights = [(total_variation, self.total_variation), (l2, self.l2), (blur, self.blur)]
+        return [make(w) for make, w in weights if w > 0] + list(self.regularizers)
+
+
+@dataclass
+class RenderResult:
+    images: np.ndarray  # (N, H, W, C) in [0, 1]
+    values: np.ndarray  # (N,) the objective on the final images, untransformed
+
+
+class Renderer:
+    """Compiles the ascent for one probe, objective and canvas; `run` renders any number of units.
+
+    `slots` is the variable the objective reads its per-slot unit indices from
+    (e.g. `channel(layer, slots)`); `run` fills it chunk by chunk.
+    """
+
+    def __init__(self, probe: Probe, objective: Objective, size: tuple[int, int], settings: FeatVisSettings,
+                 slots: tf.Variable, batch: int) -> None:
+        self.probe, self.objective, self.settings, self.slots = probe, objective, settings, slots
+        self.param = make_param(settings.param, size[0], size[1], probe.input_shape[-1])
+        self.transform = standard_transforms(max(size))
+        self.regularizers = settings.all_regularizers()
+        self.learning_rate = settings.learning_rate or self.param.learning_rate
+        self.batch = batch
+        param_shape = self.param.init(1, np.random.default_rng(0)).shape[1:]
+        self._optimise = tf.function(self._ascent, input_signature=[
+            tf.TensorSpec([batch, *param_shape], tf.float32),
+            tf.TensorSpec([settings.steps, batch, self.transform.draws], tf.float32),
+        ])
+
+    def _ascent(self, start: tf.Tensor, uniforms: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        beta1, beta2 = 0.9, 0.999
+        param, m, v = start, tf.zeros_like(start), tf.zeros_like(start)
+        axes = list(range(1, len(start.shape)))
+        for step in tf.range(self.settings.steps):
+            with tf.GradientTape() as tape:
+                tape.watch(param)
+                images = self.param.to_image(param)
+                activations = self.probe.fn(self.transform(images, uniforms[step]), step < self.settings.warmup_steps)
+                penalty = tf.add_n([r(images) for r in self.regularizers]) if self.regularizers else 0.0
+                total = tf.reduce_sum(self.objective(activations) - penalty)
+            grad = tape.gradient(total, param)
+            grad = grad / (tf.reduce_mean(tf.abs(grad), axis=axes, keepdims=True) + 1e-8)
+            t = tf.cast(step, tf.float32) + 1.0
+            m = beta1 * m + (1 - beta1) * grad
+            v = beta2 * v + (1 - beta2) * tf.square(grad)
+            param = param + self.learning_rate * (m / (1 - beta1**t)) / (tf.sqrt(v / (1 - beta2**t)) + 1e-8)
+        images = self.param.to_image(param)
+        return images, self.objective(self.probe.fn(images, tf.constant(False)))
+
+    def run(self, units: np.ndarray, seed: int) -> RenderResult:
+        images, values = [], []
+        for start in range(0, len(units), self.batch):
+            chunk = np.asarray(units[start : start + self.batch])
+            padded = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - len(chunk))]).astype(np.int32)
+            self.slots.assign(padded)
+            starts, uniforms = zip(*(self._randomness(int(u), seed) for u in padded))
+            out_images, out_values = self._optimise(tf.constant(np.stack(starts)), tf.constant(np.stack(uniforms, 1)))
+            images.append(out_images.numpy()[: len(chunk)])
+            values.append(out_values.numpy()[: len(chunk)])
+        return RenderResult(np.concatenate(images), np.concatenate(values))
+
+    def _randomness(self, unit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """A unit's starting parameters and per-step transform draws, from (seed, unit) alone."""
+        rng = np.random.default_rng([seed, unit])
+        start = self.param.init(1, rng)[0]
+        return start, rng.random((self.settings.steps, self.transform.draws), dtype=np.float32)

@@ -1,0 +1,124 @@
+"""Feature visualization: for every filter of every conv layer and every class,
+the input the model responds to most, with the proof that it does."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import progress
+from ..context import ModelContext
+from ..featvis import FeatVisSettings, visualize_classes, visualize_filters
+from ..imaging import as_rgb, resize_nearest, tile_grid, tile_size
+from ..layers import channel_stats, conv_layers
+from ..report import Figure, Section, Table
+
+DEAD_TINT = np.array([0.85, 0.15, 0.15], np.float32)
+
+
+def build(ctx: ModelContext) -> Section | None:
+    convs = [layer.name for layer in conv_layers(ctx.model)]
+    settings = FeatVisSettings().quick() if ctx.quick else FeatVisSettings()
+    section = Section(
+        id="feature-vis",
+        title="Feature visualization",
+        intro="For each filter, an image optimised by gradient ascent (with random jitter, zoom and rotation at "
+        "every step) to maximise the filter's mean activation; for each class, an image maximising its "
+        "pre-softmax logit. Proof: a filter's image should drive the filter at least as hard as the best test "
+        "image does (mean over the map, and peak at any position); a class image should be classified as its "
+        "class. Dead filters (never active on any test image) are crossed out in red.",
+    )
+    if convs:
+        mean_max = channel_stats(ctx.model, convs, ctx.data.x_test, reduce="mean")
+        peak_max = channel_stats(ctx.model, convs, ctx.data.x_test, reduce="max")
+        section.data["layers"] = {}
+        for name in convs:
+            _layer(ctx, section, name, settings, mean_max[name].max(axis=0), peak_max[name].max(axis=0))
+        live = [f for layer in section.data["layers"].values() for f in layer["filters"] if not f["dead"]]
+        share = float(np.mean([f["reached"] for f in live])) if live else None
+        section.data["live_filters_reaching_dataset_max"] = share
+    else:
+        section.notes.append("The model has no conv layer: only class images are shown.")
+    _classes(ctx, section, settings)
+    section.data["settings"] = {"steps": settings.steps, "param": settings.param, "warmup_steps": settings.warmup_steps}
+    return section
+
+
+def _layer(ctx: ModelContext, section: Section, name: str, settings: FeatVisSettings,
+           dataset_mean: np.ndarray, dataset_peak: np.ndarray) -> None:
+    filters = len(dataset_mean)
+    units = np.arange(min(filters, ctx.spec.max_units))
+    result = visualize_filters(ctx.model, name, units, settings, ctx.seed)
+    dead = dataset_peak[units] <= 0
+    reached = result.activation >= dataset_mean[units]
+    tiles = as_rgb(result.images)
+    tiles = resize_nearest(tiles, *tile_size(*tiles.shape[1:3], target=56, largest=64))
+    tiles[dead] = _cross_out(tiles[dead])
+    live = ~dead
+    share = float(reached[live].mean()) if live.any() else None
+    ratios = result.activation[live] / dataset_mean[units][live]
+    numbers = {"filters": filters, "shown": len(units), "dead": int(dead.sum()), "live_reaching_dataset_max": share,
+               "median_activation_over_dataset_max": float(np.median(ratios)) if live.any() else None}
+    section.figures.append(Figure(
+        ctx.save_png(f"featvis-{name}", tile_grid(tiles)),
+        title=name,
+        caption=f"{name}: {len(units)} filters, row-major by index"
+        + (f" (first {len(units)} of {filters})" if len(units) < filters else "")
+        + f"; {int(dead.sum())} dead; {'-' if share is None else f'{share:.0%}'} of live filters reach or beat "
+        "the best test image's mean activation.",
+        alt=f"Optimised input pattern of every filter of layer {name}",
+        numbers=numbers,
+    ))
+    records = [{"index": int(u), "activation": float(a), "dataset_max": float(dataset_mean[u]), "peak": float(p),
+                "dataset_peak": float(dataset_peak[u]), "reached": bool(r), "dead": bool(d)}
+               for u, a, p, r, d in zip(units, result.activation, result.peak, reached, dead)]
+    section.data["layers"][name] = {**numbers, "filters": records}
+    section.tables.append(Table(
+        ["Filter", "Mean reached", "Best test image", "Ratio", "Peak reached", "Best test peak", "Status"],
+        [[r["index"], f"{r['activation']:.3f}", f"{r['dataset_max']:.3f}", _ratio(r["activation"], r["dataset_max"]),
+          f"{r['peak']:.3f}", f"{r['dataset_peak']:.3f}", "dead" if r["dead"] else "alive"] for r in records],
+        title=f"{name}: activation per filter", collapsed=True,
+    ))
+    if len(units) < filters:
+        section.notes.append(f"{name}: {filters - len(units)} more filters are not rendered (max_units = "
+                             f"{ctx.spec.max_units}).")
+    ctx.extra.setdefault("feature_vis", {})[name] = {
+        "images": result.images, "units": units.tolist(), "activation": result.activation,
+        "dataset_max": dataset_mean[units], "dead": dead,
+    }
+    progress.log(f"    {name}: {len(units)} filters, {numbers['dead']} dead, "
+                 f"{'-' if share is None else f'{share:.0%}'} reach the dataset max")
+
+
+def _classes(ctx: ModelContext, section: Section, settings: FeatVisSettings) -> None:
+    result = visualize_classes(ctx.model, settings=settings, seed=ctx.seed)
+    names = [ctx.class_name(c) for c in result.units]
+    tiles = resize_nearest(as_rgb(result.images), *tile_size(*result.images.shape[1:3], target=56, largest=112))
+    section.figures.append(Figure(
+        ctx.save_png("featvis-classes", tile_grid(tiles)),
+        title="Classes",
+        caption=f"One image per class ({', '.join(names)}), optimised for its logit; the lowest probability the "
+        f"model gives an image for its own class is {result.probability.min():.3f}.",
+        alt="Optimised input pattern of every class",
+        numbers={"classes": len(names), "min_probability": float(result.probability.min())},
+    ))
+    section.tables.append(Table(["Class", "Logit", "Probability"],
+                                [[n, f"{v:.2f}", f"{p:.4f}"] for n, v, p in
+                                 zip(names, result.activation, result.probability)],
+                                title="Class images"))
+    section.data["classes"] = [{"class": int(c), "name": n, "logit": float(v), "probability": float(p)}
+                               for c, n, v, p in zip(result.units, names, result.activation, result.probability)]
+    progress.log(f"    classes: lowest probability {result.probability.min():.3f}")
+
+
+def _cross_out(tiles: np.ndarray) -> np.ndarray:
+    """Tint dead filters' tiles red and draw both diagonals, so they read as dead, not grey."""
+    tiles = 0.5 * tiles + 0.5 * DEAD_TINT
+    n = min(tiles.shape[1], tiles.shape[2])
+    idx = np.arange(n)
+    tiles[:, idx, idx] = DEAD_TINT
+    tiles[:, idx, n - 1 - idx] = DEAD_TINT
+    return tiles
+
+
+def _ratio(value: float, reference: float) -> str:
+    return f"{value / reference:.2f}" if reference > 0 else "-"

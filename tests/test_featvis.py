@@ -1,0 +1,132 @@
+"""The feature-visualization engine on tiny models: it optimises, it batches
+without changing results, it is deterministic, and its proof numbers are right."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_cnn
+
+from reportgen.featvis import (
+    FeatVisSettings,
+    channel,
+    class_logit,
+    layer_mean,
+    neuron,
+    visualize_classes,
+    visualize_filters,
+)
+from reportgen.featvis.objectives import LOGITS
+from reportgen.featvis.probes import logit_probe
+from reportgen.sections import feature_vis
+
+FAST = FeatVisSettings(steps=24, warmup_steps=4)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_cnn()
+
+
+def test_optimised_activation_rises_above_the_random_start(model):
+    start = visualize_filters(model, "conv_b", settings=FeatVisSettings(steps=1, warmup_steps=0), seed=0)
+    optimised = visualize_filters(model, "conv_b", settings=FAST, seed=0)
+    assert np.all(optimised.activation > start.activation)
+    assert optimised.activation.mean() > 2 * max(start.activation.mean(), 1e-3)
+
+
+def test_batched_and_one_at_a_time_give_the_same_images(model):
+    units = np.array([0, 3, 5])
+    batched = visualize_filters(model, "conv_b", units, FAST, seed=3)
+    for i, unit in enumerate(units):
+        alone = visualize_filters(model, "conv_b", np.array([unit]), FAST, seed=3)
+        np.testing.assert_allclose(alone.activation[0], batched.activation[i], rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(alone.images[0], batched.images[i], atol=1e-3)
+
+
+def test_chunking_does_not_change_results(model):
+    whole = visualize_filters(model, "conv_b", settings=FAST, seed=1)
+    settings = FeatVisSettings(steps=24, warmup_steps=4, chunk_size=4)
+    chunked = visualize_filters(model, "conv_b", settings=settings, seed=1)
+    np.testing.assert_allclose(whole.activation, chunked.activation, rtol=1e-3, atol=1e-4)
+
+
+def test_same_seed_same_images_other_seed_other_images(model):
+    a = visualize_filters(model, "conv_a", settings=FAST, seed=7)
+    b = visualize_filters(model, "conv_a", settings=FAST, seed=7)
+    c = visualize_filters(model, "conv_a", settings=FAST, seed=8)
+    np.testing.assert_array_equal(a.images, b.images)
+    assert not np.allclose(a.images, c.images)
+
+
+def test_the_reported_activation_is_the_layer_output_on_the_image(model):
+    result = visualize_filters(model, "conv_a", settings=FAST, seed=0)
+    maps = keras.Model(model.input, model.get_layer("conv_a").output)(result.images).numpy()
+    own = maps[np.arange(len(result.units)), :, :, result.units]
+    np.testing.assert_allclose(result.activation, own.mean(axis=(1, 2)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(result.peak, own.max(axis=(1, 2)), rtol=1e-4, atol=1e-5)
+
+
+def test_objectives_compose_like_numbers():
+    rng = np.random.default_rng(0)
+    acts = {"a": tf.constant(rng.random((2, 4, 4, 3), dtype=np.float32)),
+            LOGITS: tf.constant(rng.random((2, 5), dtype=np.float32))}
+    a, b = channel("a", 1), neuron("a", [0, 2], 1, 2)
+    combined = (a + 0.5 * b - layer_mean("a")).fn(acts).numpy()
+    expected = (acts["a"].numpy()[..., 1].mean(axis=(1, 2)) + 0.5 * acts["a"].numpy()[[0, 1], 2, 1, [0, 2]]
+                - acts["a"].numpy().mean(axis=(1, 2, 3)))
+    np.testing.assert_allclose(combined, expected, rtol=1e-5)
+    np.testing.assert_allclose(class_logit([4, 0]).fn(acts).numpy(), acts[LOGITS].numpy()[[0, 1], [4, 0]])
+
+
+def test_class_objective_reads_the_logit_and_leaves_the_model_alone(model):
+    x = np.random.default_rng(0).random((3, 12, 12, 1), dtype=np.float32)
+    logits = logit_probe(model).fn(tf.constant(x), tf.constant(False))[LOGITS].numpy()
+    probabilities = model(x).numpy()
+    np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), probabilities, rtol=1e-4, atol=1e-6)
+    assert model.layers[-1].activation.__name__ == "softmax"
+
+
+def test_class_images_are_classified_as_their_class():
+    # A model trained to tell where a bright bar is: top, middle or bottom third.
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 12, 12, 1), dtype=np.float32) * 0.3
+    y = np.arange(300) % 3
+    for i, label in enumerate(y):
+        x[i, 4 * label : 4 * label + 4] += 0.7
+    model = tiny_cnn()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=30, batch_size=32, verbose=0)
+    result = visualize_classes(model, settings=FeatVisSettings(steps=48), seed=0)
+    assert result.probability.shape == (3,)
+    assert np.all(result.probability > 0.5)  # each image's own class wins
+
+
+def test_warm_up_starts_a_unit_that_is_dead_on_the_random_start(model):
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    kernel, bias = clone.get_layer("conv_a").get_weights()
+    kernel[..., 0] = np.abs(kernel[..., 0])
+    bias[0] = -0.9 * kernel[..., 0].sum()  # fires only on near-white patches
+    clone.get_layer("conv_a").set_weights([kernel, bias])
+    grey = tf.fill([1, 12, 12, 1], 0.5)
+    assert keras.Model(clone.input, clone.get_layer("conv_a").output)(grey).numpy()[..., 0].max() == 0
+    cold = visualize_filters(clone, "conv_a", [0], FeatVisSettings(steps=24, warmup_steps=0), seed=0)
+    warm = visualize_filters(clone, "conv_a", [0], FeatVisSettings(steps=24, warmup_steps=8), seed=0)
+    assert warm.activation[0] > 0 and warm.activation[0] >= cold.activation[0]
+
+
+def test_section_marks_dead_filters_and_writes_its_pictures(tiny_context):
+    ctx = tiny_context
+    kernel, bias = ctx.model.get_layer("conv_a").get_weights()
+    kernel[..., 2], bias[2] = 0, -1  # filter 2 can never fire
+    ctx.model.get_layer("conv_a").set_weights([kernel, bias])
+    ctx.quick = True
+    section = feature_vis.build(ctx)
+    filters = section.data["layers"]["conv_a"]["filters"]
+    assert filters[2]["dead"] and filters[2]["dataset_peak"] == 0
+    assert not filters[0]["dead"] or filters[0]["dataset_peak"] <= 0
+    assert [c["class"] for c in section.data["classes"]] == [0, 1, 2]
+    for figure in section.figures:
+        assert (ctx.out_dir / figure.path).is_file()
+    assert set(ctx.extra["feature_vis"]) == {"conv_a", "conv_b"}
