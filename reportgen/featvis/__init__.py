@@ -23,7 +23,7 @@ from .probes import Probe, layer_probe, logit_probe
 from .render import FeatVisSettings, Renderer, RenderResult
 
 __all__ = [
-    "LOGITS", "FeatVisSettings", "FilterImages", "Objective", "RenderResult", "Renderer", "channel",
+    "LOGITS", "FeatVisSettings", "FilterImages", "Objective", "RenderResult", "Renderer", "canvas_size", "channel",
     "class_logit", "layer_mean", "neuron", "visualize_classes", "visualize_filters",
 ]
 
