@@ -5,3 +5,12 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the progress log
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """`reportgen.ReportCallback` without importing TensorFlow for every `import reportgen`."""
+    if name == "ReportCallback":
+        from .callback import ReportCallback
+
+        return ReportCallback
+    raise AttributeError(f"module 'reportgen' has no attribute {name!r}")

@@ -115,7 +115,23 @@ def load_model_file(path: Path) -> TrainedModel:
         raise ReportgenError(f"{path}: could not be loaded as a Keras model ({detail})") from None
     if not isinstance(model, keras.Model):
         raise ReportgenError(f"{path}: holds a {type(model).__name__}, not a Keras model")
-    return TrainedModel(model, {}, "file", 0.0, path)
+    return TrainedModel(model, read_history(history_path(path)), "file", 0.0, path)
+
+
+def history_path(model_path: Path) -> Path:
+    """Where a model file's training history may sit: `my_model.keras` -> `my_model.history.json`."""
+    return model_path.with_name(model_path.stem + ".history.json")
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """A Keras History.history dict saved as JSON; empty when absent or unreadable."""
+    try:
+        history = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(history, dict):
+        return {}
+    return {str(k): [float(v) for v in values] for k, values in history.items() if isinstance(values, list)}
 
 
 def describe_history(history: dict[str, Any]) -> dict[str, Any]:
