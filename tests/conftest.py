@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -54,3 +57,23 @@ def tiny_context(tmp_path) -> ModelContext:
     spec = ModelSpec(name="tiny", dataset="mnist", architecture="mnist_3conv", compare_classes=[0, 1])
     return ModelContext(spec=spec, model=model, data=data, out_dir=tmp_path,
                         probabilities=class_probabilities(model, data.x_test))
+
+
+def generate(work: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python generate.py --quick` for mnist-3conv into work/site, the way a user runs it."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "generate.py"), "--config", str(work / "reportgen.toml"),
+         "--model", "mnist-3conv", "--quick", "--out", str(work / "site"), *extra],
+        capture_output=True, text=True, timeout=900, env=env,
+    )
+
+
+@pytest.fixture(scope="session")
+def quick_mnist_site(tmp_path_factory) -> Path:
+    """A real --quick report of mnist-3conv from real MNIST, built once for every test that reads it."""
+    work = tmp_path_factory.mktemp("build")
+    shutil.copy(REPO / "reportgen.toml", work / "reportgen.toml")  # so the model cache lands in tmp
+    result = generate(work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test accuracy" in result.stderr  # progress was shown
+    return work / "site"

@@ -50,6 +50,8 @@ def markdown_problems(site: Path) -> list[str]:
 
 def _ref_problems(site: Path, page: Path, ref: str) -> list[str]:
     url = urlparse(ref)
+    if url.scheme == "data":  # inline, fetches nothing
+        return []
     if url.scheme or url.netloc or ref.startswith("/"):
         return [f"{page}: non-relative reference {ref}"]
     path, _ = urldefrag(ref)

@@ -4,11 +4,10 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import generate
 from site_checks import html_problems, markdown_problems
 
 from reportgen import pipeline
@@ -19,26 +18,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("build")
-    shutil.copy(REPO / "reportgen.toml", work / "reportgen.toml")  # so the model cache lands in tmp
-    return work
-
-
-def generate(work: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "generate.py"), "--config", str(work / "reportgen.toml"),
-         "--model", "mnist-3conv", "--quick", "--out", str(work / "site"), *extra],
-        capture_output=True, text=True, timeout=900, env=env,
-    )
+def work(quick_mnist_site) -> Path:
+    return quick_mnist_site.parent
 
 
 @pytest.fixture(scope="module")
-def site(work) -> Path:
-    result = generate(work)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "test accuracy" in result.stderr  # progress was shown
-    return work / "site"
+def site(quick_mnist_site) -> Path:
+    return quick_mnist_site
 
 
 @pytest.fixture(scope="module")
