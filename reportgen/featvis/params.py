@@ -1,10 +1,13 @@
 """Image parameterisations: the variables gradient ascent changes, and how they become images in [0, 1].
 
+Both end in a slightly stretched, clipped sigmoid, so an image can reach exact
+black and white, as real [0, 1] images do (a plain sigmoid never quite does,
+and first-layer filters that want pure white then fall just short).
+
 `fft` (Lucid's default) optimises a Fourier spectrum scaled by 1/frequency, so
 every frequency learns at the same rate and images come out smooth rather
 than as high-frequency noise; colour images also get Lucid's fixed colour
-decorrelation. `pixel` optimises pixels directly. Both end in a sigmoid, so
-every image is valid input for a model trained on [0, 1].
+decorrelation. `pixel` optimises pixels directly.
 """
 
 from __future__ import annotations
@@ -15,6 +18,11 @@ import tensorflow as tf
 # Lucid's square root of the ImageNet colour correlation: decorrelated channels -> RGB.
 COLOR_CORRELATION = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float32)
 COLOR_CORRELATION /= np.max(np.linalg.norm(COLOR_CORRELATION, axis=0))
+
+
+def to_unit_range(x: tf.Tensor) -> tf.Tensor:
+    """Sigmoid stretched by 10% and clipped to [0, 1]."""
+    return tf.clip_by_value(1.1 * tf.sigmoid(x) - 0.05, 0.0, 1.0)
 
 
 class Parameterization:
@@ -38,7 +46,7 @@ class PixelParam(Parameterization):
         return rng.normal(0, 0.1, (batch, self.height, self.width, self.channels)).astype(np.float32)
 
     def to_image(self, param: tf.Tensor) -> tf.Tensor:
-        return tf.sigmoid(param)
+        return to_unit_range(param)
 
 
 class FFTParam(Parameterization):
@@ -62,7 +70,7 @@ class FFTParam(Parameterization):
         image = tf.transpose(image, [0, 2, 3, 1]) / 4.0
         if self.channels == 3:
             image = tf.tensordot(image, tf.constant(COLOR_CORRELATION.T), axes=1)
-        return tf.sigmoid(image)
+        return to_unit_range(image)
 
 
 def make_param(kind: str, height: int, width: int, channels: int) -> Parameterization:

@@ -13,6 +13,7 @@ from ..layers import channel_stats, conv_layers
 from ..report import Figure, Section, Table
 
 DEAD_TINT = np.array([0.85, 0.15, 0.15], np.float32)
+GRID_BACKGROUND = 0.6  # grey, so all-white and all-black patterns both show their edges
 
 
 def build(ctx: ModelContext) -> Section | None:
@@ -59,7 +60,7 @@ def _layer(ctx: ModelContext, section: Section, name: str, settings: FeatVisSett
     numbers = {"filters": filters, "shown": len(units), "dead": int(dead.sum()), "live_reaching_dataset_max": share,
                "median_activation_over_dataset_max": float(np.median(ratios)) if live.any() else None}
     section.figures.append(Figure(
-        ctx.save_png(f"featvis-{name}", tile_grid(tiles)),
+        ctx.save_png(f"featvis-{name}", tile_grid(tiles, background=GRID_BACKGROUND)),
         title=name,
         caption=f"{name}: {len(units)} filters, row-major by index"
         + (f" (first {len(units)} of {filters})" if len(units) < filters else "")
@@ -94,7 +95,7 @@ def _classes(ctx: ModelContext, section: Section, settings: FeatVisSettings) -> 
     names = [ctx.class_name(c) for c in result.units]
     tiles = resize_nearest(as_rgb(result.images), *tile_size(*result.images.shape[1:3], target=56, largest=112))
     section.figures.append(Figure(
-        ctx.save_png("featvis-classes", tile_grid(tiles)),
+        ctx.save_png("featvis-classes", tile_grid(tiles, background=GRID_BACKGROUND)),
         title="Classes",
         caption=f"One image per class ({', '.join(names)}), optimised for its logit; the lowest probability the "
         f"model gives an image for its own class is {result.probability.min():.3f}.",
