@@ -17,7 +17,7 @@ from reportgen.featvis import (
     visualize_filters,
 )
 from reportgen.featvis.objectives import LOGITS
-from reportgen.featvis.probes import logit_probe
+from reportgen.featvis.probes import PLAIN, logit_probe
 from reportgen.sections import feature_vis
 
 FAST = FeatVisSettings(steps=24, warmup_steps=4)
@@ -31,7 +31,8 @@ def model():
 def test_optimised_activation_rises_above_the_random_start(model):
     start = visualize_filters(model, "conv_b", settings=FeatVisSettings(steps=1, warmup_steps=0), seed=0)
     optimised = visualize_filters(model, "conv_b", settings=FAST, seed=0)
-    assert np.all(optimised.activation > start.activation)
+    assert np.all(optimised.activation >= start.activation)  # a unit that never fires stays at 0
+    assert np.sum(optimised.activation > start.activation) >= 3
     assert optimised.activation.mean() > 2 * max(start.activation.mean(), 1e-3)
 
 
@@ -81,7 +82,7 @@ def test_objectives_compose_like_numbers():
 
 def test_class_objective_reads_the_logit_and_leaves_the_model_alone(model):
     x = np.random.default_rng(0).random((3, 12, 12, 1), dtype=np.float32)
-    logits = logit_probe(model).fn(tf.constant(x), tf.constant(False))[LOGITS].numpy()
+    logits = logit_probe(model).fn(tf.constant(x), tf.constant(PLAIN))[LOGITS].numpy()
     probabilities = model(x).numpy()
     np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), probabilities, rtol=1e-4, atol=1e-6)
     assert model.layers[-1].activation.__name__ == "softmax"

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from ..layers import class_probabilities
 from .objectives import LOGITS, Objective, channel, class_logit, layer_mean, neuron
-from .probes import Probe, layer_probe, logit_probe
+from .probes import PLAIN, Probe, layer_probe, logit_probe
 from .render import FeatVisSettings, Renderer, RenderResult
 
 __all__ = [
@@ -65,7 +65,7 @@ def spatial_max(probe: Probe, layer_name: str, images: np.ndarray, units: np.nda
     """Each unit's largest activation, over all positions, on its own image."""
     values = []
     for start in range(0, len(images), batch):
-        maps = probe.fn(tf.constant(images[start : start + batch]), tf.constant(False))[layer_name]
+        maps = probe.fn(tf.constant(images[start : start + batch]), tf.constant(PLAIN))[layer_name]
         values.append(tf.reduce_max(maps, axis=[1, 2]).numpy()[np.arange(len(maps)), units[start : start + batch]])
     return np.concatenate(values)
 

@@ -23,10 +23,15 @@ from ..dataset_examples import layer_chain
 from ..projections import chain_model, logit_model
 from .objectives import LOGITS
 
+PLAIN, OPTIMISE, WARM_UP = 0, 1, 2
+
 
 @dataclass
 class Probe:
-    """`fn(images, warm)` -> {name: activations}; `any_size` says whether images may differ from `input_shape`."""
+    """`fn(images, phase)` -> {name: activations}; `any_size` says whether images may differ from
+    `input_shape`. `phase` (an int tensor) is PLAIN for the activation the proof numbers use,
+    OPTIMISE to let a map that is zero everywhere pass its pre-activation, WARM_UP for the
+    pre-activation everywhere."""
 
     fn: Callable[[tf.Tensor, tf.Tensor], dict[str, tf.Tensor]]
     input_shape: tuple[int, int, int]
@@ -53,11 +58,11 @@ def layer_probe(model: keras.Model, layer_name: str) -> Probe:
         linear.build(tuple(layer.input.shape))
         linear.set_weights(layer.get_weights())
 
-    def fn(images: tf.Tensor, warm: tf.Tensor) -> dict[str, tf.Tensor]:
+    def fn(images: tf.Tensor, phase: tf.Tensor) -> dict[str, tf.Tensor]:
         pre = linear(upstream(images, training=False))  # training=False: augmentation layers stay off
         post = activation(pre)
         silent = tf.reduce_max(post, axis=list(range(1, len(post.shape) - 1)), keepdims=True) <= 0
-        return {layer_name: tf.where(warm | silent, pre, post)}
+        return {layer_name: tf.where((phase == WARM_UP) | ((phase == OPTIMISE) & silent), pre, post)}
 
     return Probe(fn, tuple(model.input_shape[1:]), any_size)
 
@@ -65,4 +70,4 @@ def layer_probe(model: keras.Model, layer_name: str) -> Probe:
 def logit_probe(model: keras.Model) -> Probe:
     """The model's pre-softmax (or pre-sigmoid) output, on a clone with a linear last activation."""
     logits = logit_model(model)
-    return Probe(lambda images, warm: {LOGITS: logits(images, training=False)}, tuple(model.input_shape[1:]), False)
+    return Probe(lambda images, phase: {LOGITS: logits(images, training=False)}, tuple(model.input_shape[1:]), False)

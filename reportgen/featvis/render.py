@@ -20,9 +20,11 @@ import tensorflow as tf
 
 from .objectives import Objective
 from .params import make_param
-from .probes import Probe
+from .probes import OPTIMISE, PLAIN, WARM_UP, Probe
 from .regularizers import Regularizer, blur, l2, total_variation
 from .transforms import standard_transforms
+
+IDENTITY_DRAW = 0.5  # the uniform draw every standard transform maps to "no change"
 
 
 @dataclass(frozen=True)
@@ -30,9 +32,10 @@ class FeatVisSettings:
     """How images are optimised. The defaults give clean strokes on 28x28 MNIST models."""
 
     steps: int = 128
-    learning_rate: float | None = None  # None: the parameterisation's own (pixel 0.1, FFT 0.5)
-    param: str = "auto"  # "fft", "pixel" or "auto" (pixel: see params.make_param)
+    learning_rate: float | None = None  # None: the parameterisation's own (0.1 for both)
+    param: str = "auto"  # "fft", "pixel" or "auto" (FFT for colour, pixel for grayscale: see params.make_param)
     warmup_steps: int = 16  # steps on the pre-activation, so dead-on-start ReLU units can start
+    settle_steps: int = 0  # last steps without random transforms: the image settles on the exact grid
     chunk_size: int = 64  # batch slots per optimisation: bounds memory for wide layers
     max_size: int = 48  # largest canvas for layers of a model that takes any input size
     total_variation: float = 0.02
@@ -84,7 +87,8 @@ class Renderer:
             with tf.GradientTape() as tape:
                 tape.watch(param)
                 images = self.param.to_image(param)
-                activations = self.probe.fn(self.transform(images, uniforms[step]), step < self.settings.warmup_steps)
+                phase = tf.where(step < self.settings.warmup_steps, WARM_UP, OPTIMISE)
+                activations = self.probe.fn(self.transform(images, uniforms[step]), phase)
                 penalty = tf.add_n([r(images) for r in self.regularizers]) if self.regularizers else 0.0
                 total = tf.reduce_sum(self.objective(activations) - penalty)
             grad = tape.gradient(total, param)
@@ -94,7 +98,7 @@ class Renderer:
             v = beta2 * v + (1 - beta2) * tf.square(grad)
             param = param + self.learning_rate * (m / (1 - beta1**t)) / (tf.sqrt(v / (1 - beta2**t)) + 1e-8)
         images = self.param.to_image(param)
-        return images, self.objective(self.probe.fn(images, tf.constant(False)))
+        return images, self.objective(self.probe.fn(images, tf.constant(PLAIN)))
 
     def run(self, units: np.ndarray, seed: int) -> RenderResult:
         images, values = [], []
@@ -112,4 +116,6 @@ class Renderer:
         """A unit's starting parameters and per-step transform draws, from (seed, unit) alone."""
         rng = np.random.default_rng([seed, unit])
         start = self.param.init(1, rng)[0]
-        return start, rng.random((self.settings.steps, self.transform.draws), dtype=np.float32)
+        uniforms = rng.random((self.settings.steps, self.transform.draws), dtype=np.float32)
+        uniforms[self.settings.steps - self.settings.settle_steps :] = IDENTITY_DRAW
+        return start, uniforms
