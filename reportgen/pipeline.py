@@ -26,7 +26,8 @@ from .training import TrainedModel, load_model_file, load_or_train
 
 
 def build_model_report(spec: ModelSpec, options: BuildOptions, folder: Path,
-                       earlier: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                       earlier: list[dict[str, Any]] | None = None,
+                       site_models: list[tuple[str, str]] | None = None) -> dict[str, Any]:
     """Train or load the model, run every section and write its pages into `folder`.
 
     `earlier` holds the previous builds' report.json records, newest first: the
@@ -49,7 +50,7 @@ def build_model_report(spec: ModelSpec, options: BuildOptions, folder: Path,
         report["sections"].insert(0, changes.to_json())
     (folder / "report.json").write_text(json.dumps(jsonable(report), indent=1), encoding="utf-8")
     with progress.step("rendering pages"):
-        render_model_pages(folder, report, sections)
+        render_model_pages(folder, report, sections, site_models or [(spec.name, spec.slug)])
     return report
 
 

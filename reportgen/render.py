@@ -60,9 +60,12 @@ def template_exists(name: str) -> bool:
     return (TEMPLATES_DIR / name).is_file()
 
 
-def render_model_pages(folder: Path, report: dict[str, Any], sections: list[Section]) -> None:
-    """The model's index.html / index.md and every extra page its sections asked for."""
-    context = {"report": report, "sections": sections, "site_root": "../", "model_root": ""}
+def render_model_pages(folder: Path, report: dict[str, Any], sections: list[Section],
+                       site_models: list[tuple[str, str]]) -> None:
+    """The model's index.html / index.md and every extra page its sections asked for.
+    `site_models` ((name, slug) pairs) are the navigation bar's model links."""
+    context = {"report": report, "sections": sections, "site_root": "../", "model_root": "",
+               "site_models": site_models}
     render("model.html", folder / "index.html", **context)
     render("model.md", folder / "index.md", **context)
     for section in sections:

@@ -30,6 +30,7 @@ def build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str, 
     Returns the report of every model in `specs`, rebuilt or not."""
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
+    site_models = [(s.name, s.slug) for s in specs]  # the navigation bar's model links
     reports = []
     for number, spec in enumerate(specs, start=1):
         if is_up_to_date(spec, options):
@@ -37,13 +38,14 @@ def build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str, 
             reports.append(read_report(out, spec))
             continue
         progress.log(f"[{number}/{len(specs)}] {spec.name}")
-        reports.append(build_into_place(spec, options))
+        reports.append(build_into_place(spec, options, site_models))
     write_front_pages(out)
     (out / ".nojekyll").touch()
     return reports
 
 
-def build_into_place(spec: ModelSpec, options: BuildOptions) -> dict[str, Any]:
+def build_into_place(spec: ModelSpec, options: BuildOptions,
+                     site_models: list[tuple[str, str]] | None = None) -> dict[str, Any]:
     from .pipeline import build_model_report  # TensorFlow is imported only when a model is built
 
     final = options.out / spec.slug
@@ -51,7 +53,7 @@ def build_into_place(spec: ModelSpec, options: BuildOptions) -> dict[str, Any]:
     shutil.rmtree(staging, ignore_errors=True)
     try:
         earlier = earlier_reports(final)
-        report = build_model_report(spec, options, staging, earlier)
+        report = build_model_report(spec, options, staging, earlier, site_models or [(spec.name, spec.slug)])
         keep_history(final, staging)
         swap_in(staging, final)
     finally:
