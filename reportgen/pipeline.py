@@ -104,7 +104,8 @@ def assemble_report(ctx: ModelContext, trained: TrainedModel, sections: list[Sec
         "inputs_fingerprint": inputs_fingerprint(spec, options.seed, options.quick, weights),
         "model": {
             "name": spec.name, "slug": spec.slug, "description": spec.description, "dataset": spec.dataset,
-            "architecture": spec.architecture, "model_file": spec.model_file, "source": trained.source,
+            "architecture": spec.architecture, "source": trained.source,
+            "model_file": Path(spec.model_file).name if spec.model_file else None,
             "input_shape": list(model.input_shape[1:]), "class_names": ctx.data.class_names,
             "params": model.count_params(), "layers": len(model.layers), "weights_sha256": weights,
         },

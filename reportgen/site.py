@@ -30,7 +30,7 @@ def build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str, 
     Returns the report of every model in `specs`, rebuilt or not."""
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
-    site_models = [(s.name, s.slug) for s in specs]  # the navigation bar's model links
+    site_models = navigation_models(specs, out)
     reports = []
     for number, spec in enumerate(specs, start=1):
         if is_up_to_date(spec, options):
@@ -42,6 +42,16 @@ def build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str, 
     write_front_pages(out)
     (out / ".nojekyll").touch()
     return reports
+
+
+def navigation_models(specs: list[ModelSpec], out: Path) -> list[tuple[str, str]]:
+    """(name, slug) of every model the navigation bar links to: those being built, then those already in `out`."""
+    models = [(spec.name, spec.slug) for spec in specs]
+    slugs = {slug for _, slug in models}
+    for report in built_reports(out):
+        if report["model"]["slug"] not in slugs:
+            models.append((report["model"]["name"], report["model"]["slug"]))
+    return models
 
 
 def build_into_place(spec: ModelSpec, options: BuildOptions,

@@ -138,3 +138,17 @@ def test_the_same_seed_gives_the_same_numbers(site, work, tmp_path):
     second = json.loads((tmp_path / "again" / "mnist-3conv" / "report.json").read_text())
     assert first["metrics"] == second["metrics"]
     assert [s for s in first["sections"] if s["id"] != "changes"] == second["sections"]
+
+
+def test_navigation_links_models_already_in_the_site(tmp_path):
+    from reportgen.config import ModelSpec
+    from reportgen.site import navigation_models
+
+    kept, new = ModelSpec(name="Kept", dataset="mnist"), ModelSpec(name="New", dataset="mnist")
+    for name, slug in [("Old one", "old-one"), ("Kept", kept.slug)]:
+        (tmp_path / slug).mkdir()
+        (tmp_path / slug / "report.json").write_text(json.dumps({"model": {"name": name, "slug": slug}}))
+    (tmp_path / ".staging-x").mkdir()
+    (tmp_path / ".staging-x" / "report.json").write_text("{}")
+    models = navigation_models([kept, new], tmp_path)
+    assert models == [("Kept", kept.slug), ("New", new.slug), ("Old one", "old-one")]

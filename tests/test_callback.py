@@ -47,6 +47,9 @@ def test_callback_builds_the_report_with_the_training_history(tmp_path: Path) ->
     assert len(kept) == 1  # the epoch-2 build was kept; epoch 3 was built once, not again at train end
     assert json.loads(kept[0].read_text())["training"]["epochs"] == 2
     assert not [p for p in out.iterdir() if p.name.startswith(".staging")]
+    page = (out / "from_fit" / "index.html").read_text()
+    assert "reportgen-callback-" not in page  # the temporary save path is not shown, only the file name
+    assert "Quick build" not in page  # the quick-build note describes training, which the callback did not do
 
 
 def test_bad_arguments_fail_before_training() -> None:
