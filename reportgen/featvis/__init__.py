@@ -2,11 +2,12 @@
 
     from reportgen.featvis import visualize_filters, visualize_classes, FeatVisSettings
     filters = visualize_filters(model, "conv2", settings=FeatVisSettings(), seed=0)
-    filters.images, filters.activation          # (N, H, W, C) in [0, 1], (N,) spatial max reached
+    filters.images, filters.activation          # (N, H, W, C) in [0, 1], (N,) mean activation reached
 
 Built Lucid-style from small parts: `objectives` (what to maximise, composable),
 `params` (pixel or decorrelated FFT images), `transforms` (jitter, zoom, turn),
-`regularizers` (total variation, L2, blur) and `render` (the batched loop).
+`regularizers` (total variation, L2, blur) and `render` (the batched loop,
+optionally multi-scale).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import tensorflow as tf
 from ..layers import class_probabilities
 from .objectives import LOGITS, Objective, channel, class_logit, layer_mean, neuron
 from .probes import PLAIN, Probe, layer_probe, logit_probe
-from .render import FeatVisSettings, Renderer, RenderResult
+from .render import FeatVisSettings, Renderer, RenderResult, render_units
 
 __all__ = [
     "LOGITS", "FeatVisSettings", "FilterImages", "Objective", "RenderResult", "Renderer", "canvas_size", "channel",
-    "class_logit", "layer_mean", "neuron", "visualize_classes", "visualize_filters",
+    "class_logit", "layer_mean", "neuron", "render_units", "visualize_classes", "visualize_filters",
 ]
 
 
@@ -55,9 +56,8 @@ def visualize_filters(model: keras.Model, layer_name: str, units: np.ndarray | N
     units = np.arange(filters) if units is None else np.asarray(units)
     batch = min(settings.chunk_size, len(units))
     slots = tf.Variable(tf.zeros([batch], tf.int32))
-    probe = layer_probe(model, layer_name)
-    renderer = Renderer(probe, channel(layer_name, slots), canvas_size(probe, settings), settings, slots, batch)
-    result = renderer.run(units, seed)
+    probe = layer_probe(model, layer_name, settings.leak)
+    result = render_units(probe, channel(layer_name, slots), canvas_size(probe, settings), settings, slots, units, seed)
     return FilterImages(units, result.images, result.values, spatial_max(probe, layer_name, result.images, units))
 
 
@@ -79,7 +79,6 @@ def visualize_classes(model: keras.Model, classes: np.ndarray | None = None,
     batch = min(settings.chunk_size, len(classes))
     slots = tf.Variable(tf.zeros([batch], tf.int32))
     probe = logit_probe(model)
-    renderer = Renderer(probe, class_logit(slots), canvas_size(probe, settings), settings, slots, batch)
-    result = renderer.run(classes, seed)
+    result = render_units(probe, class_logit(slots), canvas_size(probe, settings), settings, slots, classes, seed)
     probabilities = class_probabilities(model, result.images)[np.arange(len(classes)), classes]
     return FilterImages(classes, result.images, result.values, probability=probabilities)

@@ -25,10 +25,18 @@ def to_unit_range(x: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(1.1 * tf.sigmoid(x) - 0.05, 0.0, 1.0)
 
 
+def from_unit_range(images: tf.Tensor) -> tf.Tensor:
+    """The inverse of `to_unit_range`; exact black and white map to the logits where the clip starts."""
+    p = tf.clip_by_value((tf.cast(images, tf.float32) + 0.05) / 1.1, 0.05 / 1.1, 1.05 / 1.1)
+    return tf.math.log(p) - tf.math.log1p(-p)
+
+
 class Parameterization:
-    """`init(batch, rng)` makes the variable's starting value; `to_image(param)` turns it into images."""
+    """`init(batch, rng)` makes the variable's starting value; `to_image(param)` turns it into images;
+    `from_image(images)` is its inverse, so a multi-scale render can continue from a smaller stage's images."""
 
     learning_rate = 0.1  # a good Adam step for this parameterisation
+
     def __init__(self, height: int, width: int, channels: int) -> None:
         self.height, self.width, self.channels = height, width, channels
 
@@ -36,6 +44,9 @@ class Parameterization:
         raise NotImplementedError
 
     def to_image(self, param: tf.Tensor) -> tf.Tensor:
+        raise NotImplementedError
+
+    def from_image(self, images: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
 
@@ -48,11 +59,13 @@ class PixelParam(Parameterization):
     def to_image(self, param: tf.Tensor) -> tf.Tensor:
         return to_unit_range(param)
 
+    def from_image(self, images: np.ndarray) -> np.ndarray:
+        return from_unit_range(images).numpy()
+
 
 class FFTParam(Parameterization):
     """A 1/f-scaled spectrum per channel; colour decorrelated for RGB, plain for grayscale."""
 
-    learning_rate = 0.1
     def __init__(self, height: int, width: int, channels: int, decay: float = 1.0) -> None:
         super().__init__(height, width, channels)
         fy = np.fft.fftfreq(height)[:, None]
@@ -73,6 +86,13 @@ class FFTParam(Parameterization):
         if self.channels == 3:
             image = tf.tensordot(image, tf.constant(COLOR_CORRELATION.T), axes=1)
         return to_unit_range(image)
+
+    def from_image(self, images: np.ndarray) -> np.ndarray:
+        image = from_unit_range(images)
+        if self.channels == 3:
+            image = tf.tensordot(image, tf.constant(np.linalg.inv(COLOR_CORRELATION.T)), axes=1)
+        spectrum = tf.signal.rfft2d(tf.transpose(image * 4.0, [0, 3, 1, 2])) / self.scale
+        return tf.stack([tf.math.real(spectrum), tf.math.imag(spectrum)], axis=-1).numpy()
 
 
 def make_param(kind: str, height: int, width: int, channels: int) -> Parameterization:

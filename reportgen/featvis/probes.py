@@ -4,8 +4,11 @@ A layer probe runs the model up to the target layer's input, then the target
 layer itself in two halves, its linear part and its activation, so the render
 can optimise the pre-activation for the first (warm-up) steps and for any map
 that is still zero everywhere: such a ReLU unit has zero gradient and would
-never start (Lucid's redirected ReLU has the same purpose). The proof numbers
-are always measured on the plain activation. The user's model is only
+never start (Lucid's redirected ReLU has the same purpose). While optimising,
+the activation also keeps a little of its negative side (`leak`), so positions
+that are off still pull the image toward turning them on: a first-layer filter
+then tiles its pattern over the whole canvas instead of settling where it
+first fired. The proof numbers are always measured on the plain activation. The user's model is only
 read, never changed. For a plain chain of layers the probe takes images of any
 size, so large colour models are optimised on a canvas about the size of the
 deepest receptive field instead of the full input.
@@ -30,16 +33,17 @@ PLAIN, OPTIMISE, WARM_UP = 0, 1, 2
 class Probe:
     """`fn(images, phase)` -> {name: activations}; `any_size` says whether images may differ from
     `input_shape`. `phase` (an int tensor) is PLAIN for the activation the proof numbers use,
-    OPTIMISE to let a map that is zero everywhere pass its pre-activation, WARM_UP for the
-    pre-activation everywhere."""
+    OPTIMISE for the leaky activation (and the pre-activation of a map that is zero everywhere),
+    WARM_UP for the pre-activation everywhere."""
 
     fn: Callable[[tf.Tensor, tf.Tensor], dict[str, tf.Tensor]]
     input_shape: tuple[int, int, int]
     any_size: bool
 
 
-def layer_probe(model: keras.Model, layer_name: str) -> Probe:
-    """Activations of one layer (conv or dense) with a pre-activation warm-up switch."""
+def layer_probe(model: keras.Model, layer_name: str, leak: float = 0.0) -> Probe:
+    """Activations of one layer (conv or dense); `leak` is the share of the pre-activation's
+    negative side that OPTIMISE keeps."""
     layer = model.get_layer(layer_name)
     chain = layer_chain(model, layer_name)
     channels = model.input_shape[-1]
@@ -62,7 +66,9 @@ def layer_probe(model: keras.Model, layer_name: str) -> Probe:
         pre = linear(upstream(images, training=False))  # training=False: augmentation layers stay off
         post = activation(pre)
         silent = tf.reduce_max(post, axis=list(range(1, len(post.shape) - 1)), keepdims=True) <= 0
-        return {layer_name: tf.where((phase == WARM_UP) | ((phase == OPTIMISE) & silent), pre, post)}
+        leaky = post + leak * (pre - post)
+        return {layer_name: tf.where((phase == WARM_UP) | ((phase == OPTIMISE) & silent), pre,
+                                     tf.where(phase == OPTIMISE, leaky, post))}
 
     return Probe(fn, tuple(model.input_shape[1:]), any_size)
 

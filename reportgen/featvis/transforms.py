@@ -73,6 +73,9 @@ def compose(transforms: list[Transform]) -> Transform:
     return Transform(sum(t.draws for t in transforms), apply)
 
 
-def standard_transforms(size: int) -> Transform:
-    """Jitter scaled to the image (1 px at 14 px, 2 at 28, 4 at 64), ±5% zoom, ±5° turn."""
-    return compose([jitter(max(1, size // 14)), scale_and_rotate((0.95, 1.05), 5.0)])
+def standard_transforms(size: int, zoom: float = 0.0, degrees: float = 0.0) -> Transform:
+    """Jitter scaled to the image (1 px at 14 px, 2 at 28, 4 at 64), then, when asked for, a zoom by up
+    to `zoom` (0.05: ±5%) and a turn by up to `degrees`."""
+    if zoom <= 0 and degrees <= 0:
+        return jitter(max(1, size // 14))
+    return compose([jitter(max(1, size // 14)), scale_and_rotate((1 - zoom, 1 + zoom), degrees)])

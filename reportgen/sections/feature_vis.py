@@ -13,6 +13,7 @@ from ..layers import channel_stats, conv_layers
 from ..report import Figure, Section, Table
 
 DEAD_TINT = np.array([0.85, 0.15, 0.15], np.float32)
+SETTINGS_SHOWN = ("steps", "param", "warmup_steps", "leak", "zoom", "degrees", "scales", "total_variation")
 GRID_BACKGROUND = 0.6  # grey, so all-white and all-black patterns both show their edges
 
 
@@ -22,8 +23,8 @@ def build(ctx: ModelContext) -> Section | None:
     section = Section(
         id="feature-vis",
         title="Feature visualization",
-        intro="For each filter, an image optimised by gradient ascent (with random jitter, zoom and rotation at "
-        "every step) to maximise the filter's mean activation; for each class, an image maximising its "
+        intro=f"For each filter, an image optimised by gradient ascent ({_recipe(settings)}) to maximise the "
+        "filter's mean activation; for each class, an image maximising its "
         "pre-softmax logit. Proof: a filter's image should drive the filter at least as hard as the best test "
         "image does (mean over the map, and peak at any position); a class image should be classified as its "
         "class. Dead filters (never active on any test image) are crossed out in red.",
@@ -40,7 +41,7 @@ def build(ctx: ModelContext) -> Section | None:
     else:
         section.notes.append("The model has no conv layer: only class images are shown.")
     _classes(ctx, section, settings)
-    section.data["settings"] = {"steps": settings.steps, "param": settings.param, "warmup_steps": settings.warmup_steps}
+    section.data["settings"] = {key: getattr(settings, key) for key in SETTINGS_SHOWN}
     return section
 
 
@@ -109,6 +110,19 @@ def _classes(ctx: ModelContext, section: Section, settings: FeatVisSettings) -> 
     section.data["classes"] = [{"class": int(c), "name": n, "logit": float(v), "probability": float(p)}
                                for c, n, v, p in zip(result.units, names, result.activation, result.probability)]
     progress.log(f"    classes: lowest probability {result.probability.min():.3f}")
+
+
+def _recipe(settings: FeatVisSettings) -> str:
+    """The optimisation in words, for the intro."""
+    transforms = ["random jitter"]
+    if settings.zoom > 0:
+        transforms.append(f"zoom by up to {settings.zoom:.0%}")
+    if settings.degrees > 0:
+        transforms.append(f"rotation by up to {settings.degrees:g}°")
+    words = [f"{settings.steps} steps", " and ".join(transforms) + " at every step"]
+    if len(settings.scales) > 1:
+        words.append("coarse to fine over scales " + ", ".join(f"{scale:g}" for scale in settings.scales))
+    return "; ".join(words)
 
 
 def _cross_out(tiles: np.ndarray) -> np.ndarray:
