@@ -5,8 +5,10 @@
 On the trained model (cached after the first run), times (a) every filter of
 every conv layer plus every class with the batched engine, and (b) the same
 objectives, settings and step count optimised one unit at a time: eagerly step
-by step (as tf-keras-vis does), as a new optimisation per unit, and through one
-compiled loop. (b) is timed on `--single-sample` units per layer and per class
+by step (as tf-keras-vis does); as the keras.io example does it (a compiled step
+called once per step from Python, traced again for every unit because the unit
+index is a Python int); as a new optimisation per unit; and through one compiled
+loop reused for every unit. (b) is timed on `--single-sample` units per layer and per class
 set (half of them for the slow eager runs) and extrapolated, which the output
 says. Prints the ratios, ms per unit-step, and the proof numbers of the batched run.
 """
@@ -61,9 +63,9 @@ def main() -> None:
     class_result = visualize_classes(model, settings=settings, seed=0)
     batched = time.perf_counter() - start
 
-    fresh, compiled, eager = 0.0, 0.0, 0.0
+    fresh, compiled, eager, stepwise = 0.0, 0.0, 0.0, 0.0
     for name, probe, make_objective, count in [
-        *((n, layer_probe(model, n), lambda s, n=n: channel(n, s), sizes[n]) for n in layers),
+        *((n, layer_probe(model, n, settings.leak), lambda s, n=n: channel(n, s), sizes[n]) for n in layers),
         (LOGITS, logit_probe(model), class_logit, classes),
     ]:
         sample = np.arange(min(args.single_sample, count))
@@ -74,6 +76,10 @@ def main() -> None:
             else:
                 visualize_filters(model, name, [unit], settings, 0)
         fresh += (time.perf_counter() - start) * count / len(sample)
+        start = time.perf_counter()
+        for unit in sample:
+            step_by_step(probe, make_objective(int(unit)), canvas_size(probe, settings), settings, int(unit))
+        stepwise += (time.perf_counter() - start) * count / len(sample)
         slots = tf.Variable([0])
         renderer = Renderer(probe, make_objective(slots), canvas_size(probe, settings), settings, slots, batch=1)
         renderer.run(sample[:1], 0)  # traced once, outside the timing
@@ -99,7 +105,8 @@ def main() -> None:
     print(f"{spec.name}: {units} units ({', '.join(f'{n} {s}' for n, s in sizes.items())}, {classes} classes), "
           f"{settings.steps} steps each")
     unit_steps = units * settings.steps
-    rows = [("batched engine", batched), ("one at a time, eager steps (as peers)", eager),
+    rows = [("batched engine", batched), ("one at a time, eager steps (tf-keras-vis)", eager),
+            ("one at a time, compiled step (keras.io)", stepwise),
             ("one at a time, new optimisation each", fresh), ("one at a time, one compiled loop", compiled)]
     for label, seconds in rows:
         print(f"  {label + ':':<40} {seconds:7.2f} s  ({1000 * seconds / unit_steps:.3f} ms/unit-step)"
@@ -108,6 +115,19 @@ def main() -> None:
     print(f"  live filters reaching the best test image's mean activation: {reached}/{live_total} "
           f"({reached / max(live_total, 1):.1%})")
     print(f"  class images: lowest probability of their own class {class_result.probability.min():.4f}")
+
+
+def step_by_step(probe, objective, size: tuple[int, int], settings: FeatVisSettings, unit: int) -> np.ndarray:
+    """One unit the keras.io way: a new `tf.function` step per unit, called once per step from Python."""
+    slots = tf.Variable([unit])
+    renderer = Renderer(probe, objective, size, settings, slots, batch=1)
+    step = tf.function(renderer.step)
+    start, uniforms = renderer.randomness(unit, 0)
+    param = tf.constant(start[None])
+    m = v = tf.zeros_like(param)
+    for i in range(settings.steps):
+        param, m, v = step(param, m, v, tf.constant(i), tf.constant(uniforms[i][None]))
+    return param.numpy()
 
 
 if __name__ == "__main__":

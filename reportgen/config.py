@@ -35,6 +35,7 @@ class ModelSpec:
     max_units: int = 256  # per-layer cap on units drawn (the rest are listed)
     dream_image: str | None = None
     description: str = ""
+    feature_vis: dict[str, Any] = field(default_factory=dict)  # FeatVisSettings overrides, e.g. {steps = 256}
 
     @property
     def slug(self) -> str:
@@ -90,6 +91,11 @@ class BuildOptions:
 
 
 BUILD_KEYS = {"out": str, "cache_dir": str, "seed": int}
+# The FeatVisSettings a config may set, with their types (checked here, before TensorFlow is imported).
+FEATURE_VIS_KEYS = {"steps": int, "warmup_steps": int, "settle_steps": int, "param": str, "leak": float,
+                    "zoom": float, "degrees": float, "scales": list, "total_variation": float, "l2": float,
+                    "blur": float}
+PARAMETERIZATIONS = ("auto", "fft", "pixel")
 MODEL_FIELDS = {f.name: f for f in dataclasses.fields(ModelSpec)}
 
 
@@ -158,6 +164,9 @@ def _check_field(key: str, value: Any, where: str, source: str) -> None:
         if value == "per-class" or (isinstance(value, list) and all(_is_int(v) for v in value)):
             return
         raise ReportgenError(f"{source}: 'samples' in {where} must be \"per-class\" or a list of test-set indices")
+    if key == "feature_vis":
+        _check_feature_vis(value, where, source)
+        return
     if key == "compare_classes":
         if isinstance(value, list) and all(_is_int(v) for v in value):
             return
@@ -168,11 +177,32 @@ def _check_field(key: str, value: Any, where: str, source: str) -> None:
         raise ReportgenError(f"{source}: '{key}' in {where} must be at least 1, not {value}")
 
 
+def _check_feature_vis(value: Any, where: str, source: str) -> None:
+    if not isinstance(value, dict):
+        raise ReportgenError(f"{source}: 'feature_vis' in {where} must be a table, e.g. {{ steps = 256 }}")
+    for key, setting in value.items():
+        label = f"'feature_vis.{key}' in {where}"
+        if key not in FEATURE_VIS_KEYS:
+            raise ReportgenError(f"{source}: unknown key {label} (known: {', '.join(FEATURE_VIS_KEYS)})")
+        _check_type(setting, FEATURE_VIS_KEYS[key], label, source)
+        if key == "param" and setting not in PARAMETERIZATIONS:
+            raise ReportgenError(f"{source}: {label} must be one of {', '.join(PARAMETERIZATIONS)}, not {setting!r}")
+        if key == "scales" and not (setting and all(_is_number(s) and 0 < s <= 1 for s in setting)):
+            raise ReportgenError(f"{source}: {label} must list scales in (0, 1], e.g. [0.5, 1.0]")
+        if key not in ("param", "scales") and setting < (1 if key == "steps" else 0):
+            raise ReportgenError(f"{source}: {label} must be at least {1 if key == 'steps' else 0}, not {setting}")
+
+
 def _check_type(value: Any, expected: type, label: str, source: str) -> None:
-    ok = _is_int(value) if expected is int else isinstance(value, expected)
+    checks = {int: _is_int, float: _is_number}
+    ok = checks[expected](value) if expected in checks else isinstance(value, expected)
     if not ok:
         raise ReportgenError(f"{source}: {label} must be {expected.__name__}, not {type(value).__name__} ({value!r})")
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or isinstance(value, float)

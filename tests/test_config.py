@@ -9,6 +9,9 @@ from reportgen.slugs import slugify
 REPO = Path(__file__).resolve().parent.parent
 
 
+MODEL = '[[models]]\nname = "a"\ndataset = "mnist"\narchitecture = "mnist_3conv"\n'
+
+
 def write(tmp_path, text: str) -> Path:
     path = tmp_path / "reportgen.toml"
     path.write_text(text)
@@ -32,6 +35,12 @@ def test_shipped_config_has_the_four_seed_models():
         ('[build]\nseed = "x"\n', "'build.seed' must be int"),
         ('[[models]]\nname = "a"\ndataset = "mnist"\narchitecture = "x"\nepochs = 0\n', "at least 1"),
         ("[[models]\n", "not valid TOML"),
+        (MODEL + 'feature_vis = { step = 9 }\n', "unknown key 'feature_vis.step'"),
+        (MODEL + 'feature_vis = { scales = [0.5, 2] }\n', "scales in (0, 1]"),
+        (MODEL + 'feature_vis = { param = "dct" }\n', "auto, fft, pixel"),
+        (MODEL + 'feature_vis = { leak = -0.1 }\n', "at least 0"),
+        (MODEL + 'feature_vis = { zoom = "5%" }\n', "must be float"),
+        (MODEL + 'feature_vis = 3\n', "must be a table"),
     ],
 )
 def test_invalid_config_names_the_key_and_the_file(tmp_path, text, message):
@@ -66,3 +75,16 @@ def test_slugs_keep_different_names_apart():
     names = ["a/b", "a_b", "a-b", "A_B", "a b", "a.b"]
     assert len({slugify(n) for n in names}) == len(names)
     assert slugify("conv2d_1") == "conv2d_1"
+
+
+def test_feature_vis_settings_come_from_the_config(tmp_path):
+    import dataclasses
+
+    from reportgen.config import FEATURE_VIS_KEYS
+    from reportgen.featvis import FeatVisSettings
+
+    assert set(FEATURE_VIS_KEYS) <= {f.name for f in dataclasses.fields(FeatVisSettings)}
+    config = load_config(write(tmp_path, MODEL + 'feature_vis = { steps = 64, scales = [0.5, 1], zoom = 0 }\n'))
+    settings = FeatVisSettings.from_config(config.models[0].feature_vis)
+    assert (settings.steps, settings.scales, settings.zoom) == (64, (0.5, 1.0), 0)
+    assert settings.stages() == [(0.5, 32), (1.0, 32)]

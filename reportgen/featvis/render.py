@@ -58,6 +58,14 @@ class FeatVisSettings:
     blur: float = 0.0
     regularizers: tuple[Regularizer, ...] = field(default=(), compare=False)  # extra plug-ins
 
+    @classmethod
+    def from_config(cls, values: dict) -> FeatVisSettings:
+        """Settings from a model's `feature_vis` config table (already checked by reportgen.config)."""
+        values = dict(values)
+        if "scales" in values:
+            values["scales"] = tuple(float(scale) for scale in values["scales"])
+        return cls(**values)
+
     def quick(self) -> FeatVisSettings:
         """A fast variant for smoke runs: a quarter of the steps."""
         return dataclasses.replace(self, steps=max(16, self.steps // 4), warmup_steps=min(8, self.warmup_steps))
@@ -112,25 +120,30 @@ class Renderer:
         return images
 
     def _ascent(self, start: tf.Tensor, uniforms: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        beta1, beta2 = 0.9, 0.999
         param, m, v = start, tf.zeros_like(start), tf.zeros_like(start)
-        axes = list(range(1, len(start.shape)))
         for step in tf.range(self.steps):
-            with tf.GradientTape() as tape:
-                tape.watch(param)
-                images = self._image(param)
-                phase = tf.where(step < self.settings.warmup_steps, WARM_UP, OPTIMISE)
-                activations = self.probe.fn(self.transform(images, uniforms[step]), phase)
-                penalty = tf.add_n([r(images) for r in self.regularizers]) if self.regularizers else 0.0
-                total = tf.reduce_sum(self.objective(activations) - penalty)
-            grad = tape.gradient(total, param)
-            grad = grad / (tf.reduce_mean(tf.abs(grad), axis=axes, keepdims=True) + 1e-8)
-            t = tf.cast(step, tf.float32) + 1.0
-            m = beta1 * m + (1 - beta1) * grad
-            v = beta2 * v + (1 - beta2) * tf.square(grad)
-            param = param + self.learning_rate * (m / (1 - beta1**t)) / (tf.sqrt(v / (1 - beta2**t)) + 1e-8)
+            param, m, v = self.step(param, m, v, step, uniforms[step])
         images = self._image(param)
         return images, self.objective(self.probe.fn(images, tf.constant(PLAIN)))
+
+    def step(self, param: tf.Tensor, m: tf.Tensor, v: tf.Tensor, step: tf.Tensor,
+             uniforms: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """One Adam step of gradient ascent on every slot: transform, probe, normalise, update."""
+        beta1, beta2 = 0.9, 0.999
+        with tf.GradientTape() as tape:
+            tape.watch(param)
+            images = self._image(param)
+            phase = tf.where(step < self.settings.warmup_steps, WARM_UP, OPTIMISE)
+            activations = self.probe.fn(self.transform(images, uniforms), phase)
+            penalty = tf.add_n([r(images) for r in self.regularizers]) if self.regularizers else 0.0
+            total = tf.reduce_sum(self.objective(activations) - penalty)
+        grad = tape.gradient(total, param)
+        grad = grad / (tf.reduce_mean(tf.abs(grad), axis=list(range(1, len(param.shape))), keepdims=True) + 1e-8)
+        t = tf.cast(step, tf.float32) + 1.0
+        m = beta1 * m + (1 - beta1) * grad
+        v = beta2 * v + (1 - beta2) * tf.square(grad)
+        param = param + self.learning_rate * (m / (1 - beta1**t)) / (tf.sqrt(v / (1 - beta2**t)) + 1e-8)
+        return param, m, v
 
     def run(self, units: np.ndarray, seed: int, start_images: np.ndarray | None = None) -> RenderResult:
         """Render `units`; from random parameters, or continuing from `start_images` (canvas-sized)."""
@@ -139,7 +152,7 @@ class Renderer:
             chunk = np.asarray(units[start : start + self.batch])
             padded = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - len(chunk))]).astype(np.int32)
             self.slots.assign(padded)
-            starts, uniforms = zip(*(self._randomness(int(u), seed) for u in padded))
+            starts, uniforms = zip(*(self.randomness(int(u), seed) for u in padded))
             if start_images is not None:
                 given = start_images[start : start + self.batch]
                 starts = self.param.from_image(tf.image.resize(np.concatenate(
@@ -149,7 +162,7 @@ class Renderer:
             values.append(out_values.numpy()[: len(chunk)])
         return RenderResult(np.concatenate(images), np.concatenate(values))
 
-    def _randomness(self, unit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def randomness(self, unit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """A unit's starting parameters and per-step transform draws, from (seed, unit, stage) alone."""
         rng = np.random.default_rng([seed, unit, self.stage])
         start = self.param.init(1, rng)[0]

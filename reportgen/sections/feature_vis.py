@@ -19,7 +19,8 @@ GRID_BACKGROUND = 0.6  # grey, so all-white and all-black patterns both show the
 
 def build(ctx: ModelContext) -> Section | None:
     convs = [layer.name for layer in conv_layers(ctx.model)]
-    settings = FeatVisSettings().quick() if ctx.quick else FeatVisSettings()
+    settings = FeatVisSettings.from_config(ctx.spec.feature_vis)
+    settings = settings.quick() if ctx.quick else settings
     section = Section(
         id="feature-vis",
         title="Feature visualization",
