@@ -10,7 +10,8 @@ called once per step from Python, traced again for every unit because the unit
 index is a Python int); as a new optimisation per unit; and through one compiled
 loop reused for every unit. (b) is timed on `--single-sample` units per layer and per class
 set (half of them for the slow eager runs) and extrapolated, which the output
-says. Prints the ratios, ms per unit-step, and the proof numbers of the batched run.
+says. Prints the ratios, ms per unit-step, the arithmetic rate against a large
+matmul's (how much room batching has left), and the proof numbers of the batched run.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def main() -> None:
     class_result = visualize_classes(model, settings=settings, seed=0)
     batched = time.perf_counter() - start
 
-    fresh, compiled, eager, stepwise = 0.0, 0.0, 0.0, 0.0
+    fresh, compiled, eager, stepwise, flops = 0.0, 0.0, 0.0, 0.0, 0
     for name, probe, make_objective, count in [
         *((n, layer_probe(model, n, settings.leak), lambda s, n=n: channel(n, s), sizes[n]) for n in layers),
         (LOGITS, logit_probe(model), class_logit, classes),
@@ -83,6 +84,7 @@ def main() -> None:
         slots = tf.Variable([0])
         renderer = Renderer(probe, make_objective(slots), canvas_size(probe, settings), settings, slots, batch=1)
         renderer.run(sample[:1], 0)  # traced once, outside the timing
+        flops += step_flops(renderer) * count * settings.steps
         start = time.perf_counter()
         for unit in sample:
             renderer.run(np.array([unit]), 0)
@@ -112,6 +114,9 @@ def main() -> None:
         print(f"  {label + ':':<40} {seconds:7.2f} s  ({1000 * seconds / unit_steps:.3f} ms/unit-step)"
               + ("" if seconds is batched else f"  {seconds / batched:5.1f}x slower"))
     print(f"  (one-at-a-time runs timed on {args.single_sample} units per layer and extrapolated)")
+    print(f"  arithmetic: {flops / 1e9:.0f} GFLOP in all (TensorFlow's count); the batched engine computes "
+          f"{flops / batched / 1e9:.0f} GFLOP/s, the keras.io loop {flops / stepwise / 1e9:.0f}; "
+          f"a large matmul on this machine {matmul_gflops():.0f}")
     print(f"  live filters reaching the best test image's mean activation: {reached}/{live_total} "
           f"({reached / max(live_total, 1):.1%})")
     print(f"  class images: lowest probability of their own class {class_result.probability.min():.4f}")
@@ -128,6 +133,27 @@ def step_by_step(probe, objective, size: tuple[int, int], settings: FeatVisSetti
     for i in range(settings.steps):
         param, m, v = step(param, m, v, tf.constant(i), tf.constant(uniforms[i][None]))
     return param.numpy()
+
+
+def step_flops(renderer: Renderer) -> int:
+    """Floating-point operations of one step for one unit, as TensorFlow's profiler counts them."""
+    param = tf.TensorSpec(renderer.param.init(1, np.random.default_rng(0)).shape, tf.float32)
+    graph = tf.function(renderer.step).get_concrete_function(
+        param, param, param, tf.TensorSpec([], tf.int32), tf.TensorSpec([1, renderer.transform.draws], tf.float32)
+    ).graph
+    options = {**tf.compat.v1.profiler.ProfileOptionBuilder.float_operation(), "output": "none"}
+    return tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+    """GFLOP/s of a large float32 matmul: about the most this machine's TensorFlow computes."""
+    a = tf.random.uniform((size, size))
+    multiply = tf.function(lambda x: tf.matmul(x, x))
+    multiply(a).numpy()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        multiply(a).numpy()
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 if __name__ == "__main__":
