@@ -189,8 +189,9 @@ def _check_feature_vis(value: Any, where: str, source: str) -> None:
             raise ReportgenError(f"{source}: {label} must be one of {', '.join(PARAMETERIZATIONS)}, not {setting!r}")
         if key == "scales" and not (setting and all(_is_number(s) and 0 < s <= 1 for s in setting)):
             raise ReportgenError(f"{source}: {label} must list scales in (0, 1], e.g. [0.5, 1.0]")
-        if key not in ("param", "scales") and setting < (1 if key == "steps" else 0):
-            raise ReportgenError(f"{source}: {label} must be at least {1 if key == 'steps' else 0}, not {setting}")
+        least = 1 if key == "steps" else 0
+        if key not in ("param", "scales") and setting < least:
+            raise ReportgenError(f"{source}: {label} must be at least {least}, not {setting}")
 
 
 def _check_type(value: Any, expected: type, label: str, source: str) -> None:
