@@ -131,3 +131,14 @@ def test_pages_load_completely_and_only_from_this_server(browser, server, quick_
         except urllib.error.HTTPError as exc:
             dead.append(f"{exc.code} {link}")
     assert dead == [], "internal links that do not resolve"
+
+
+def test_section_links_land_below_the_sticky_bar(browser, server):
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page.goto(server + "mnist-3conv/index.html")
+    for section in page.eval_on_selector_all("section[id]", "sections => sections.map(s => s.id)")[1:]:
+        page.click(f'.subnav a[href="#{section}"]')
+        bar_bottom = page.eval_on_selector(".topbar", "bar => bar.getBoundingClientRect().bottom")
+        heading_top = page.eval_on_selector(f"#{section} h2", "h => h.getBoundingClientRect().top")
+        assert heading_top >= bar_bottom - 1, f"#{section}: heading at {heading_top}px, bar ends at {bar_bottom}px"
+    page.close()
