@@ -7,8 +7,9 @@ every conv layer plus every class with the batched engine, and (b) the same
 objectives, settings and step count optimised one unit at a time: eagerly step
 by step (as tf-keras-vis does); as the keras.io example does it (a compiled step
 called once per step from Python, traced again for every unit because the unit
-index is a Python int); as a new optimisation per unit; and through one compiled
-loop reused for every unit. (b) is timed on `--single-sample` units per layer and per class
+index is a Python int), both reading the whole layer and slicing the unit's
+channel as they do; as a new optimisation per unit; and through the engine's
+own compiled loop reused for every unit. (b) is timed on `--single-sample` units per layer and per class
 set (half of them for the slow eager runs) and extrapolated, which the output
 says. Prints the ratios, ms per unit-step, the arithmetic rate against a large
 matmul's (how much room batching has left), and the proof numbers of the batched run.
@@ -82,17 +83,18 @@ def main() -> None:
             step_by_step(probe, make_objective(int(unit)), canvas_size(probe, settings), settings, int(unit))
         stepwise += (time.perf_counter() - start) * count / len(sample)
         slots = tf.Variable([0])
-        renderer = Renderer(probe, make_objective(slots), canvas_size(probe, settings), settings, slots, batch=1)
-        renderer.run(sample[:1], 0)  # traced once, outside the timing
-        flops += step_flops(renderer) * count * settings.steps
+        engine = engine_renderer(model, name, settings, slots)
+        engine.run(sample[:1], 0)  # traced once, outside the timing
+        flops += step_flops(engine) * count * settings.steps
         start = time.perf_counter()
         for unit in sample:
-            renderer.run(np.array([unit]), 0)
+            engine.run(np.array([unit]), 0)
         compiled += (time.perf_counter() - start) * count / len(sample)
-        tf.config.run_functions_eagerly(True)  # the same loop, run eagerly step by step as tf-keras-vis does
+        peer = Renderer(probe, make_objective(slots), canvas_size(probe, settings), settings, slots, batch=1)
+        tf.config.run_functions_eagerly(True)  # the peer's loop, run eagerly step by step as tf-keras-vis does
         start = time.perf_counter()
         for unit in sample[: max(1, len(sample) // 2)]:
-            renderer.run(np.array([unit]), 0)
+            peer.run(np.array([unit]), 0)
         eager += (time.perf_counter() - start) * count / max(1, len(sample) // 2)
         tf.config.run_functions_eagerly(False)
 
@@ -114,12 +116,20 @@ def main() -> None:
         print(f"  {label + ':':<40} {seconds:7.2f} s  ({1000 * seconds / unit_steps:.3f} ms/unit-step)"
               + ("" if seconds is batched else f"  {seconds / batched:5.1f}x slower"))
     print(f"  (one-at-a-time runs timed on {args.single_sample} units per layer and extrapolated)")
-    print(f"  arithmetic: {flops / 1e9:.0f} GFLOP in all (TensorFlow's count); the batched engine computes "
-          f"{flops / batched / 1e9:.0f} GFLOP/s, the keras.io loop {flops / stepwise / 1e9:.0f}; "
-          f"a large matmul on this machine {matmul_gflops():.0f}")
+    print(f"  arithmetic: {flops / 1e9:.0f} GFLOP in all (TensorFlow's count of the engine's steps); the batched "
+          f"engine computes {flops / batched / 1e9:.0f} GFLOP/s, a large matmul on this machine {matmul_gflops():.0f}")
     print(f"  live filters reaching the best test image's mean activation: {reached}/{live_total} "
           f"({reached / max(live_total, 1):.1%})")
     print(f"  class images: lowest probability of their own class {class_result.probability.min():.4f}")
+
+
+def engine_renderer(model, name: str, settings: FeatVisSettings, slots: tf.Variable) -> Renderer:
+    """The engine's own probe and objective for one slot: a layer's probe keeps only the slot's channel."""
+    if name == LOGITS:
+        probe, objective = logit_probe(model), class_logit(slots)
+    else:
+        probe, objective = layer_probe(model, name, settings.leak, channels=slots), channel(name, 0)
+    return Renderer(probe, objective, canvas_size(probe, settings), settings, slots, batch=1)
 
 
 def step_by_step(probe, objective, size: tuple[int, int], settings: FeatVisSettings, unit: int) -> np.ndarray:
@@ -127,11 +137,11 @@ def step_by_step(probe, objective, size: tuple[int, int], settings: FeatVisSetti
     slots = tf.Variable([unit])
     renderer = Renderer(probe, objective, size, settings, slots, batch=1)
     step = tf.function(renderer.step)
-    start, uniforms = renderer.randomness(unit, 0)
-    param = tf.constant(start[None])
+    uniforms = renderer.uniforms(0)
+    param = tf.constant(renderer.start(unit, 0)[None])
     m = v = tf.zeros_like(param)
     for i in range(settings.steps):
-        param, m, v = step(param, m, v, tf.constant(i), tf.constant(uniforms[i][None]))
+        param, m, v = step(param, m, v, tf.constant(i), tf.constant(uniforms[i]))
     return param.numpy()
 
 
@@ -139,7 +149,7 @@ def step_flops(renderer: Renderer) -> int:
     """Floating-point operations of one step for one unit, as TensorFlow's profiler counts them."""
     param = tf.TensorSpec(renderer.param.init(1, np.random.default_rng(0)).shape, tf.float32)
     graph = tf.function(renderer.step).get_concrete_function(
-        param, param, param, tf.TensorSpec([], tf.int32), tf.TensorSpec([1, renderer.transform.draws], tf.float32)
+        param, param, param, tf.TensorSpec([], tf.int32), tf.TensorSpec([renderer.transform.draws], tf.float32)
     ).graph
     options = {**tf.compat.v1.profiler.ProfileOptionBuilder.float_operation(), "output": "none"}
     return tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops

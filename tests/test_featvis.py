@@ -18,7 +18,9 @@ from reportgen.featvis import (
 )
 from reportgen.featvis.objectives import LOGITS
 from reportgen.featvis.params import FFTParam, PixelParam
-from reportgen.featvis.probes import OPTIMISE, PLAIN, layer_probe, logit_probe
+from reportgen.featvis.probes import OPTIMISE, PLAIN, WARM_UP, layer_probe, logit_probe
+from reportgen.featvis.regularizers import total_variation
+from reportgen.featvis.transforms import jitter
 from reportgen.sections import feature_vis
 
 FAST = FeatVisSettings(steps=48)
@@ -129,6 +131,29 @@ def test_leak_shapes_the_ascent_but_never_the_proof_numbers(model):
     off = (plain == 0) & live
     assert off.any() and np.all(leaky[off] < 0)  # switched-off positions keep a quarter of their pre-activation
     np.testing.assert_allclose(leaky[plain > 0], plain[plain > 0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("phase", [PLAIN, OPTIMISE, WARM_UP])
+def test_a_probe_given_channels_keeps_each_slots_own_map_in_every_phase(model, phase):
+    x = tf.constant(np.random.default_rng(1).random((3, 12, 12, 1), dtype=np.float32))
+    units = [2, 0, 5]
+    full = layer_probe(model, "conv_b", leak=0.25).fn(x, tf.constant(phase))["conv_b"].numpy()
+    own = layer_probe(model, "conv_b", leak=0.25, channels=tf.constant(units)).fn(x, tf.constant(phase))["conv_b"]
+    assert own.shape == (3, *full.shape[1:3], 1)
+    np.testing.assert_allclose(own.numpy()[..., 0], full[np.arange(3), :, :, units], rtol=1e-5, atol=1e-6)
+
+
+def test_total_variation_is_the_mean_difference_of_neighbours():
+    images = np.random.default_rng(0).random((2, 5, 7, 3), dtype=np.float32)
+    expected = (np.abs(np.diff(images, axis=1)).mean(axis=(1, 2, 3))
+                + np.abs(np.diff(images, axis=2)).mean(axis=(1, 2, 3)))
+    np.testing.assert_allclose(total_variation(2.0)(tf.constant(images)).numpy(), 2 * expected, rtol=1e-5)
+
+
+def test_jitter_rolls_every_image_by_the_same_whole_pixels():
+    images = np.random.default_rng(0).random((2, 6, 6, 1), dtype=np.float32)
+    moved = jitter(2)(tf.constant(images), tf.constant([0.9, 0.1])).numpy()  # 2 right, 2 up
+    np.testing.assert_array_equal(moved, np.roll(images, (-2, 2), axis=(1, 2)))
 
 
 @pytest.mark.parametrize("param", [PixelParam(12, 10, 1), FFTParam(12, 10, 1), FFTParam(9, 8, 3)])

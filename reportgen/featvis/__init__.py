@@ -56,13 +56,14 @@ def visualize_filters(model: keras.Model, layer_name: str, units: np.ndarray | N
     units = np.arange(filters) if units is None else np.asarray(units)
     batch = min(settings.chunk_size, len(units))
     slots = tf.Variable(tf.zeros([batch], tf.int32))
-    probe = layer_probe(model, layer_name, settings.leak)
-    result = render_units(probe, channel(layer_name, slots), canvas_size(probe, settings), settings, slots, units, seed)
-    return FilterImages(units, result.images, result.values, spatial_max(probe, layer_name, result.images, units))
+    probe = layer_probe(model, layer_name, settings.leak, channels=slots)  # slot b's map is its own unit's
+    result = render_units(probe, channel(layer_name, 0), canvas_size(probe, settings), settings, slots, units, seed)
+    peaks = layer_probe(model, layer_name)
+    return FilterImages(units, result.images, result.values, spatial_max(peaks, layer_name, result.images, units))
 
 
 def spatial_max(probe: Probe, layer_name: str, images: np.ndarray, units: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Each unit's largest activation, over all positions, on its own image."""
+    """Each unit's largest activation, over all positions, on its own image (`probe` gives every channel)."""
     values = []
     for start in range(0, len(images), batch):
         maps = probe.fn(tf.constant(images[start : start + batch]), tf.constant(PLAIN))[layer_name]

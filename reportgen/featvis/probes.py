@@ -12,6 +12,10 @@ first fired. The proof numbers are always measured on the plain activation. The 
 read, never changed. For a plain chain of layers the probe takes images of any
 size, so large colour models are optimised on a canvas about the size of the
 deepest receptive field instead of the full input.
+
+A filter gallery needs one map per batch slot, so a probe given `channels`
+(one unit per slot) keeps only that map, right after the layer's linear part:
+the activation, the leak and the gradient then touch one map per slot, not C.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import tensorflow as tf
 
 from ..dataset_examples import layer_chain
 from ..projections import chain_model, logit_model
-from .objectives import LOGITS
+from .objectives import LOGITS, Units
 
 PLAIN, OPTIMISE, WARM_UP = 0, 1, 2
 
@@ -41,16 +45,17 @@ class Probe:
     any_size: bool
 
 
-def layer_probe(model: keras.Model, layer_name: str, leak: float = 0.0) -> Probe:
+def layer_probe(model: keras.Model, layer_name: str, leak: float = 0.0, channels: Units | None = None) -> Probe:
     """Activations of one layer (conv or dense); `leak` is the share of the pre-activation's
-    negative side that OPTIMISE keeps."""
+    negative side that OPTIMISE keeps. With `channels` (one unit per slot, e.g. a tf.Variable the
+    render fills) the layer's output has a single channel: slot b's map of unit channels[b]."""
     layer = model.get_layer(layer_name)
     chain = layer_chain(model, layer_name)
-    channels = model.input_shape[-1]
+    colours = model.input_shape[-1]
     if chain is not None and len(chain) == 1:
         upstream, any_size = (lambda x, training=False: x), True
     elif chain is not None:
-        upstream, any_size = chain_model(chain[:-1], (None, None, channels), [chain[-2].name]), True
+        upstream, any_size = chain_model(chain[:-1], (None, None, colours), [chain[-2].name]), True
     else:
         upstream, any_size = keras.Model(model.input, layer.input), False
     activation = getattr(layer, "activation", None)
@@ -64,13 +69,24 @@ def layer_probe(model: keras.Model, layer_name: str, leak: float = 0.0) -> Probe
 
     def fn(images: tf.Tensor, phase: tf.Tensor) -> dict[str, tf.Tensor]:
         pre = linear(upstream(images, training=False))  # training=False: augmentation layers stay off
+        if channels is not None:
+            pre = _own_channel(pre, channels)
         post = activation(pre)
         silent = tf.reduce_max(post, axis=list(range(1, len(post.shape) - 1)), keepdims=True) <= 0
-        leaky = post + leak * (pre - post)
-        return {layer_name: tf.where((phase == WARM_UP) | ((phase == OPTIMISE) & silent), pre,
-                                     tf.where(phase == OPTIMISE, leaky, post))}
+        # How much of (pre - post) to add back, per map: all of it while warming up or for a silent
+        # map, `leak` of it while optimising, none for the proof numbers.
+        share = tf.where((phase == WARM_UP) | ((phase == OPTIMISE) & silent), 1.0,
+                         tf.where(phase == OPTIMISE, leak, 0.0))
+        return {layer_name: post + share * (pre - post)}
 
     return Probe(fn, tuple(model.input_shape[1:]), any_size)
+
+
+def _own_channel(values: tf.Tensor, channels: Units) -> tf.Tensor:
+    """(B, ..., C) -> (B, ..., 1): channel channels[b] of slot b (a one-hot product: no transpose)."""
+    one_hot = tf.one_hot(tf.convert_to_tensor(channels), values.shape[-1], dtype=values.dtype)
+    one_hot = tf.reshape(one_hot, [-1] + [1] * (len(values.shape) - 2) + [values.shape[-1]])
+    return tf.reduce_sum(values * one_hot, axis=-1, keepdims=True)
 
 
 def logit_probe(model: keras.Model) -> Probe:

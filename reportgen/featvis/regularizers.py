@@ -22,10 +22,17 @@ class Regularizer:
         return self.weight * self.fn(images)
 
 
+def _mean_neighbour_difference(images: tf.Tensor, axis: int) -> tf.Tensor:
+    """Mean |difference| of pixels next to each other along `axis`. Written with a roll whose
+    wrapped-around row is masked out, because slicing's gradient is several times slower."""
+    size = images.shape[axis]
+    mask = tf.reshape(tf.range(size) > 0, [size if a == axis else 1 for a in range(4)])
+    differences = tf.abs(images - tf.roll(images, 1, axis)) * tf.cast(mask, images.dtype)
+    return tf.reduce_sum(differences, axis=[1, 2, 3]) / float((size - 1) * images.shape[1:].num_elements() // size)
+
+
 def _total_variation(images: tf.Tensor) -> tf.Tensor:
-    dy = tf.reduce_mean(tf.abs(images[:, 1:] - images[:, :-1]), axis=[1, 2, 3])
-    dx = tf.reduce_mean(tf.abs(images[:, :, 1:] - images[:, :, :-1]), axis=[1, 2, 3])
-    return dx + dy
+    return _mean_neighbour_difference(images, 1) + _mean_neighbour_difference(images, 2)
 
 
 def _l2(images: tf.Tensor) -> tf.Tensor:

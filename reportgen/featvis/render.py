@@ -6,8 +6,8 @@ bounded. All steps of a chunk run inside one `tf.function` with a fixed input
 signature, traced once per renderer and never per unit. Each slot's gradient
 is normalised on its own before the Adam update, so strongly and weakly
 responding units move at the same pace in the same batch. A unit's starting
-image and random transforms come from (seed, unit) alone, so rendering it in
-a batch or on its own gives the same image.
+image comes from (seed, unit) and the random transforms from (seed, stage)
+alone, so rendering it in a batch or on its own gives the same image.
 
 With several `scales` the render runs in stages: the first optimises a
 coarse image (upsampled to the canvas before the model sees it), and each
@@ -109,7 +109,7 @@ class Renderer:
         param_shape = self.param.init(1, np.random.default_rng(0)).shape[1:]
         self._optimise = tf.function(self._ascent, input_signature=[
             tf.TensorSpec([batch, *param_shape], tf.float32),
-            tf.TensorSpec([self.steps, batch, self.transform.draws], tf.float32),
+            tf.TensorSpec([self.steps, self.transform.draws], tf.float32),
         ])
 
     def _image(self, param: tf.Tensor) -> tf.Tensor:
@@ -152,23 +152,25 @@ class Renderer:
             chunk = np.asarray(units[start : start + self.batch])
             padded = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - len(chunk))]).astype(np.int32)
             self.slots.assign(padded)
-            starts, uniforms = zip(*(self.randomness(int(u), seed) for u in padded))
+            starts = [self.start(int(unit), seed) for unit in padded]
             if start_images is not None:
                 given = start_images[start : start + self.batch]
                 starts = self.param.from_image(tf.image.resize(np.concatenate(
                     [given, np.repeat(given[-1:], self.batch - len(given), axis=0)]), self.param_size))
-            out_images, out_values = self._optimise(tf.constant(np.stack(starts)), tf.constant(np.stack(uniforms, 1)))
+            out_images, out_values = self._optimise(tf.constant(np.stack(starts)), tf.constant(self.uniforms(seed)))
             images.append(out_images.numpy()[: len(chunk)])
             values.append(out_values.numpy()[: len(chunk)])
         return RenderResult(np.concatenate(images), np.concatenate(values))
 
-    def randomness(self, unit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """A unit's starting parameters and per-step transform draws, from (seed, unit, stage) alone."""
-        rng = np.random.default_rng([seed, unit, self.stage])
-        start = self.param.init(1, rng)[0]
-        uniforms = rng.random((self.steps, self.transform.draws), dtype=np.float32)
+    def start(self, unit: int, seed: int) -> np.ndarray:
+        """A unit's starting parameters, from (seed, unit, stage) alone."""
+        return self.param.init(1, np.random.default_rng([seed, unit, self.stage]))[0]
+
+    def uniforms(self, seed: int) -> np.ndarray:
+        """The transforms' draws for every step, (steps, draws), from (seed, stage) alone."""
+        uniforms = np.random.default_rng([seed, self.stage]).random((self.steps, self.transform.draws), np.float32)
         uniforms[self.steps - self.settings.settle_steps :] = IDENTITY_DRAW
-        return start, uniforms
+        return uniforms
 
 
 def render_units(probe: Probe, objective: Objective, size: tuple[int, int], settings: FeatVisSettings,

@@ -2,9 +2,11 @@
 
 A pattern that still drives the unit after a small shift, zoom and turn is a
 pattern of the unit, not an artefact of one pixel grid. Each transform draws
-its randomness from per-slot uniforms that the render loop precomputes from
-(seed, unit), so a unit gets the same image whether it is rendered alone or
-in a batch of 64, and the same image on every run.
+its randomness from uniforms that the render loop precomputes from (seed,
+stage, step): every slot of a batch moves the same way at a step, so a unit
+gets the same image whether it is rendered alone or in a batch of 64, the same
+image on every run, and the shift is one `tf.roll` of the whole batch (a
+per-slot shift costs a gather or a resampling, several times the price).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import tensorflow as tf
 
 @dataclass(frozen=True)
 class Transform:
-    """`fn(images, uniforms)` with `uniforms` of shape (B, draws) in [0, 1)."""
+    """`fn(images, uniforms)` with `uniforms` of shape (draws,) in [0, 1), shared by the batch."""
 
     draws: int
     fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
@@ -28,30 +30,29 @@ class Transform:
 
 
 def _affine(images: tf.Tensor, rows: list[tf.Tensor], fill_mode: str) -> tf.Tensor:
-    """Apply per-image inverse maps: output (x, y) samples input (a0 x + a1 y + a2, b0 x + b1 y + b2)."""
-    zeros = tf.zeros_like(rows[0])
+    """Apply one inverse map to every image: output (x, y) samples input (a0 x + a1 y + a2, b0 x + b1 y + b2)."""
+    zero = tf.zeros_like(rows[0])
     return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=tf.stack([*rows, zeros, zeros], axis=1), output_shape=tf.shape(images)[1:3],
+        images=images, transforms=tf.stack([*rows, zero, zero])[None], output_shape=tf.shape(images)[1:3],
         fill_value=0.0, interpolation="BILINEAR", fill_mode=fill_mode)
 
 
 def jitter(pixels: int) -> Transform:
-    """Shift each image by a whole number of pixels, up to `pixels` each way, wrapping around (a roll)."""
+    """Shift the images by a whole number of pixels, up to `pixels` each way, wrapping around (a roll)."""
 
     def apply(images: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
-        shift = tf.floor(u * (2 * pixels + 1)) - pixels
-        ones, zeros = tf.ones_like(u[:, 0]), tf.zeros_like(u[:, 0])
-        return _affine(images, [ones, zeros, shift[:, 0], zeros, ones, shift[:, 1]], "WRAP")
+        shift = tf.cast(tf.floor(u * (2 * pixels + 1)), tf.int32) - pixels
+        return tf.roll(images, shift=[shift[1], shift[0]], axis=[1, 2])
 
     return Transform(2, apply)
 
 
 def scale_and_rotate(scale: tuple[float, float], degrees: float) -> Transform:
-    """Zoom each image by a factor in `scale` and turn it by up to `degrees`, about its centre."""
+    """Zoom the images by a factor in `scale` and turn them by up to `degrees`, about their centre."""
 
     def apply(images: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
-        zoom = scale[0] + (scale[1] - scale[0]) * u[:, 0]
-        angle = (2 * u[:, 1] - 1) * degrees * math.pi / 180
+        zoom = scale[0] + (scale[1] - scale[0]) * u[0]
+        angle = (2 * u[1] - 1) * degrees * math.pi / 180
         cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
         cy = (tf.cast(tf.shape(images)[1], tf.float32) - 1) / 2
         cx = (tf.cast(tf.shape(images)[2], tf.float32) - 1) / 2
@@ -66,7 +67,7 @@ def compose(transforms: list[Transform]) -> Transform:
     def apply(images: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
         start = 0
         for transform in transforms:
-            images = transform(images, u[:, start : start + transform.draws])
+            images = transform(images, u[start : start + transform.draws])
             start += transform.draws
         return images
 
