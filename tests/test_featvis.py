@@ -15,6 +15,7 @@ from reportgen.featvis import (
     neuron,
     visualize_classes,
     visualize_filters,
+    visualize_model,
 )
 from reportgen.featvis.objectives import LOGITS
 from reportgen.featvis.params import FFTParam, PixelParam
@@ -53,6 +54,20 @@ def test_chunking_does_not_change_results(model):
     settings = FeatVisSettings(steps=48, chunk_size=4)
     chunked = visualize_filters(model, "conv_b", settings=settings, seed=1)
     np.testing.assert_allclose(whole.activation, chunked.activation, rtol=1e-3, atol=1e-4)
+
+
+def test_one_optimisation_for_the_whole_model_gives_what_each_layer_gets_alone(model):
+    settings = FeatVisSettings(steps=48, chunk_size=5)  # 4 + 2 + 3 slots: both chunks mix parts
+    together = visualize_model(model, {"conv_a": None, "conv_b": [1, 4], LOGITS: None}, settings, seed=2)
+    alone = {"conv_a": visualize_filters(model, "conv_a", settings=FAST, seed=2),
+             "conv_b": visualize_filters(model, "conv_b", [1, 4], FAST, seed=2),
+             LOGITS: visualize_classes(model, settings=FAST, seed=2)}
+    for name, result in alone.items():
+        np.testing.assert_array_equal(together[name].units, result.units)
+        np.testing.assert_allclose(together[name].activation, result.activation, rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(together[name].images, result.images, atol=1e-3)
+    np.testing.assert_allclose(together[LOGITS].probability, alone[LOGITS].probability, atol=1e-3)
+    assert together["conv_a"].peak is not None and together[LOGITS].probability is not None
 
 
 def test_same_seed_same_images_other_seed_other_images(model):

@@ -3,6 +3,7 @@
     from reportgen.featvis import visualize_filters, visualize_classes, FeatVisSettings
     filters = visualize_filters(model, "conv2", settings=FeatVisSettings(), seed=0)
     filters.images, filters.activation          # (N, H, W, C) in [0, 1], (N,) mean activation reached
+    everything = visualize_model(model, {"conv1": None, "conv2": None, LOGITS: None})  # one optimisation
 
 Built Lucid-style from small parts: `objectives` (what to maximise, composable),
 `params` (pixel or decorrelated FFT images), `transforms` (jitter, zoom, turn),
@@ -12,7 +13,9 @@ optionally multi-scale).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import groupby
 
 import keras
 import numpy as np
@@ -21,11 +24,11 @@ import tensorflow as tf
 from ..layers import class_probabilities
 from .objectives import LOGITS, Objective, channel, class_logit, layer_mean, neuron
 from .probes import PLAIN, Probe, layer_probe, logit_probe
-from .render import FeatVisSettings, Renderer, RenderResult, render_units
+from .render import FeatVisSettings, Part, Renderer, RenderResult, render_units, stack
 
 __all__ = [
     "LOGITS", "FeatVisSettings", "FilterImages", "Objective", "RenderResult", "Renderer", "canvas_size", "channel",
-    "class_logit", "layer_mean", "neuron", "render_units", "visualize_classes", "visualize_filters",
+    "class_logit", "layer_mean", "neuron", "render_units", "visualize_classes", "visualize_filters", "visualize_model",
 ]
 
 
@@ -48,18 +51,70 @@ def canvas_size(probe: Probe, settings: FeatVisSettings) -> tuple[int, int]:
     return height, width
 
 
+def visualize_model(model: keras.Model, units: Mapping[str, np.ndarray | None],
+                    settings: FeatVisSettings | None = None, seed: int = 0) -> dict[str, FilterImages]:
+    """Filters of several layers and the classes (key LOGITS), all in as few optimisations as canvas
+    sizes and `settings.chunk_size` allow; `units[name]` None means all of them.
+
+    One optimisation for a whole model costs one compiled loop instead of one per layer, and a
+    unit's image is the same as when it is rendered alone (see render).
+    """
+    settings = settings or FeatVisSettings()
+    wanted = {name: _all_units(model, name) if chosen is None else np.asarray(chosen) for name, chosen in units.items()}
+    logits = logit_probe(model) if LOGITS in wanted else None
+    whole = {name: logits if name == LOGITS else layer_probe(model, name) for name in wanted}  # every channel
+    by_canvas: dict[tuple[int, int], list[tuple[str, int]]] = {}
+    for name, chosen in wanted.items():
+        by_canvas.setdefault(canvas_size(whole[name], settings), []).extend((name, int(unit)) for unit in chosen)
+    rendered: dict[str, list[RenderResult]] = {name: [] for name in wanted}
+    for size, slots_wanted in by_canvas.items():
+        for start in range(0, len(slots_wanted), settings.chunk_size):
+            chunk = slots_wanted[start : start + settings.chunk_size]
+            runs = [(name, [unit for _, unit in run]) for name, run in groupby(chunk, key=lambda slot: slot[0])]
+            parts = [_part(model, name, len(run), settings, logits) for name, run in runs]
+            probe, objective = stack(parts)
+            result = render_units(probe, objective, size, settings, [part.slots for part in parts],
+                                  np.array([unit for _, unit in chunk]), seed)
+            offsets = np.cumsum([0] + [len(run) for _, run in runs])
+            for (name, _), a, b in zip(runs, offsets[:-1], offsets[1:]):
+                rendered[name].append(RenderResult(result.images[a:b], result.values[a:b]))
+    return {name: _proof(model, whole[name], name, wanted[name], rendered[name]) for name in wanted}
+
+
+def _all_units(model: keras.Model, name: str) -> np.ndarray:
+    if name == LOGITS:
+        return np.arange(max(model.output_shape[-1], 2))  # a single sigmoid unit still has two classes
+    return np.arange(model.get_layer(name).output.shape[-1])
+
+
+def _part(model: keras.Model, name: str, size: int, settings: FeatVisSettings, logits: Probe | None) -> Part:
+    """A layer's filters (a probe keeping only each slot's own channel) or the classes."""
+    slots = tf.Variable(tf.zeros([size], tf.int32))
+    if name == LOGITS:
+        return Part(logits, class_logit(slots), slots)
+    return Part(layer_probe(model, name, settings.leak, channels=slots), channel(name, 0), slots)
+
+
+def _proof(model: keras.Model, probe: Probe, name: str, units: np.ndarray, results: list[RenderResult]) -> FilterImages:
+    """The images with their numbers: each filter's peak activation, or each class's probability."""
+    images = np.concatenate([r.images for r in results])
+    values = np.concatenate([r.values for r in results])
+    if name == LOGITS:
+        probabilities = class_probabilities(model, images)[np.arange(len(units)), units]
+        return FilterImages(units, images, values, probability=probabilities)
+    return FilterImages(units, images, values, spatial_max(probe, name, images, units))
+
+
 def visualize_filters(model: keras.Model, layer_name: str, units: np.ndarray | None = None,
                       settings: FeatVisSettings | None = None, seed: int = 0) -> FilterImages:
     """Every filter of a conv layer (or the given ones), optimised together."""
-    settings = settings or FeatVisSettings()
-    filters = model.get_layer(layer_name).output.shape[-1]
-    units = np.arange(filters) if units is None else np.asarray(units)
-    batch = min(settings.chunk_size, len(units))
-    slots = tf.Variable(tf.zeros([batch], tf.int32))
-    probe = layer_probe(model, layer_name, settings.leak, channels=slots)  # slot b's map is its own unit's
-    result = render_units(probe, channel(layer_name, 0), canvas_size(probe, settings), settings, slots, units, seed)
-    peaks = layer_probe(model, layer_name)
-    return FilterImages(units, result.images, result.values, spatial_max(peaks, layer_name, result.images, units))
+    return visualize_model(model, {layer_name: units}, settings, seed)[layer_name]
+
+
+def visualize_classes(model: keras.Model, classes: np.ndarray | None = None,
+                      settings: FeatVisSettings | None = None, seed: int = 0) -> FilterImages:
+    """One image per class maximising its logit, with the real model's probability for it."""
+    return visualize_model(model, {LOGITS: classes}, settings, seed)[LOGITS]
 
 
 def spatial_max(probe: Probe, layer_name: str, images: np.ndarray, units: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -69,17 +124,3 @@ def spatial_max(probe: Probe, layer_name: str, images: np.ndarray, units: np.nda
         maps = probe.fn(tf.constant(images[start : start + batch]), tf.constant(PLAIN))[layer_name]
         values.append(tf.reduce_max(maps, axis=[1, 2]).numpy()[np.arange(len(maps)), units[start : start + batch]])
     return np.concatenate(values)
-
-
-def visualize_classes(model: keras.Model, classes: np.ndarray | None = None,
-                      settings: FeatVisSettings | None = None, seed: int = 0) -> FilterImages:
-    """One image per class maximising its logit, with the real model's probability for it."""
-    settings = settings or FeatVisSettings()
-    outputs = model.output_shape[-1]
-    classes = np.arange(max(outputs, 2)) if classes is None else np.asarray(classes)
-    batch = min(settings.chunk_size, len(classes))
-    slots = tf.Variable(tf.zeros([batch], tf.int32))
-    probe = logit_probe(model)
-    result = render_units(probe, class_logit(slots), canvas_size(probe, settings), settings, slots, classes, seed)
-    probabilities = class_probabilities(model, result.images)[np.arange(len(classes)), classes]
-    return FilterImages(classes, result.images, result.values, probability=probabilities)

@@ -9,6 +9,10 @@ responding units move at the same pace in the same batch. A unit's starting
 image comes from (seed, unit) and the random transforms from (seed, stage)
 alone, so rendering it in a batch or on its own gives the same image.
 
+Several sets of units can share one optimisation (`stack`): the filters of
+every layer and the classes then cost one compiled loop, and one set of
+transform and Adam ops per step, instead of one per layer.
+
 With several `scales` the render runs in stages: the first optimises a
 coarse image (upsampled to the canvas before the model sees it), and each
 later stage continues from the previous stage's images at a finer
@@ -18,6 +22,7 @@ resolution, so large patterns form before fine detail is added.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,7 +56,7 @@ class FeatVisSettings:
     degrees: float = 0.0  # random turn by up to ±degrees at every step
     scales: tuple[float, ...] = (1.0,)  # multi-scale: e.g. (0.5, 1.0) optimises at half size, then full
     settle_steps: int = 0  # last steps without random transforms: the image settles on the exact grid
-    chunk_size: int = 64  # batch slots per optimisation: bounds memory for wide layers
+    chunk_size: int = 256  # batch slots per optimisation: bounds memory for wide layers and large models
     max_size: int = 48  # largest canvas for layers of a model that takes any input size
     total_variation: float = 0.02
     l2: float = 0.0
@@ -89,15 +94,44 @@ class RenderResult:
     values: np.ndarray  # (N,) the objective on the final images, untransformed
 
 
+@dataclass
+class Part:
+    """A set of units in a shared optimisation: the probe and objective that read their per-slot
+    unit indices from `slots` (e.g. `class_logit(slots)`), one entry per batch slot."""
+
+    probe: Probe
+    objective: Objective
+    slots: tf.Variable
+
+
+def stack(parts: Sequence[Part]) -> tuple[Probe, Objective]:
+    """One probe and objective for parts side by side in one batch: each part takes the next
+    `len(part.slots)` slots, its probe sees only their images and its objective scores them."""
+    sizes = [int(part.slots.shape[0]) for part in parts]
+
+    def probe_fn(images: tf.Tensor, phase: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {f"{i}/{name}": values for i, (part, own) in enumerate(zip(parts, tf.split(images, sizes)))
+                for name, values in part.probe.fn(own, phase).items()}
+
+    def score(activations: dict[str, tf.Tensor]) -> tf.Tensor:
+        return tf.concat([part.objective({key.split("/", 1)[1]: values for key, values in activations.items()
+                                          if key.startswith(f"{i}/")}) for i, part in enumerate(parts)], axis=0)
+
+    probe = Probe(probe_fn, parts[0].probe.input_shape, all(part.probe.any_size for part in parts))
+    layers = frozenset(f"{i}/{name}" for i, part in enumerate(parts) for name in part.objective.layers)
+    return probe, Objective(score, layers, " | ".join(part.objective.name for part in parts))
+
+
 class Renderer:
     """Compiles the ascent for one probe, objective and canvas; `run` renders any number of units.
 
-    `slots` is the variable the objective reads its per-slot unit indices from
-    (e.g. `channel(layer, slots)`); `run` fills it chunk by chunk.
+    `slots` is the variable (or, for stacked parts, the variables in batch order) the objective
+    reads its per-slot unit indices from (e.g. `channel(layer, slots)`); `run` fills it chunk by chunk.
     """
 
     def __init__(self, probe: Probe, objective: Objective, size: tuple[int, int], settings: FeatVisSettings,
-                 slots: tf.Variable, batch: int, scale: float = 1.0, steps: int | None = None, stage: int = 0) -> None:
+                 slots: tf.Variable | Sequence[tf.Variable], batch: int, scale: float = 1.0, steps: int | None = None,
+                 stage: int = 0) -> None:
         self.probe, self.objective, self.settings, self.slots = probe, objective, settings, slots
         self.size, self.steps, self.stage = size, steps or settings.steps, stage
         self.param_size = (max(2, round(size[0] * scale)), max(2, round(size[1] * scale)))
@@ -151,7 +185,7 @@ class Renderer:
         for start in range(0, len(units), self.batch):
             chunk = np.asarray(units[start : start + self.batch])
             padded = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - len(chunk))]).astype(np.int32)
-            self.slots.assign(padded)
+            self._fill_slots(padded)
             starts = [self.start(int(unit), seed) for unit in padded]
             if start_images is not None:
                 given = start_images[start : start + self.batch]
@@ -161,6 +195,12 @@ class Renderer:
             images.append(out_images.numpy()[: len(chunk)])
             values.append(out_values.numpy()[: len(chunk)])
         return RenderResult(np.concatenate(images), np.concatenate(values))
+
+    def _fill_slots(self, units: np.ndarray) -> None:
+        offset = 0
+        for variable in [self.slots] if isinstance(self.slots, tf.Variable) else self.slots:
+            variable.assign(units[offset : offset + variable.shape[0]])
+            offset += variable.shape[0]
 
     def start(self, unit: int, seed: int) -> np.ndarray:
         """A unit's starting parameters, from (seed, unit, stage) alone."""
@@ -174,9 +214,9 @@ class Renderer:
 
 
 def render_units(probe: Probe, objective: Objective, size: tuple[int, int], settings: FeatVisSettings,
-                 slots: tf.Variable, units: np.ndarray, seed: int) -> RenderResult:
+                 slots: tf.Variable | Sequence[tf.Variable], units: np.ndarray, seed: int) -> RenderResult:
     """Every unit in `units`, stage by stage (one stage unless `settings.scales` asks for more)."""
-    batch = int(slots.shape[0])
+    batch = sum(int(v.shape[0]) for v in ([slots] if isinstance(slots, tf.Variable) else slots))
     result = None
     for stage, (scale, steps) in enumerate(settings.stages()):
         renderer = Renderer(probe, objective, size, settings, slots, batch, scale, steps, stage)

@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import progress
 from ..context import ModelContext
-from ..featvis import FeatVisSettings, visualize_classes, visualize_filters
+from ..featvis import LOGITS, FeatVisSettings, FilterImages, visualize_model
 from ..imaging import as_rgb, resize_nearest, tile_grid, tile_size
 from ..layers import channel_stats, conv_layers
 from ..report import Figure, Section, Table
@@ -30,27 +30,28 @@ def build(ctx: ModelContext) -> Section | None:
         "image does (mean over the map, and peak at any position); a class image should be classified as its "
         "class. Dead filters (never active on any test image) are crossed out in red.",
     )
+    units = {name: np.arange(min(ctx.model.get_layer(name).output.shape[-1], ctx.spec.max_units)) for name in convs}
+    progress.log(f"    optimising {sum(map(len, units.values()))} filters and every class together")
+    results = visualize_model(ctx.model, {**units, LOGITS: None}, settings, ctx.seed)
     if convs:
         mean_max = channel_stats(ctx.model, convs, ctx.data.x_test, reduce="mean")
         peak_max = channel_stats(ctx.model, convs, ctx.data.x_test, reduce="max")
         section.data["layers"] = {}
         for name in convs:
-            _layer(ctx, section, name, settings, mean_max[name].max(axis=0), peak_max[name].max(axis=0))
+            _layer(ctx, section, name, results[name], mean_max[name].max(axis=0), peak_max[name].max(axis=0))
         live = [f for layer in section.data["layers"].values() for f in layer["filters"] if not f["dead"]]
         share = float(np.mean([f["reached"] for f in live])) if live else None
         section.data["live_filters_reaching_dataset_max"] = share
     else:
         section.notes.append("The model has no conv layer: only class images are shown.")
-    _classes(ctx, section, settings)
+    _classes(ctx, section, results[LOGITS])
     section.data["settings"] = {key: getattr(settings, key) for key in SETTINGS_SHOWN}
     return section
 
 
-def _layer(ctx: ModelContext, section: Section, name: str, settings: FeatVisSettings,
+def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
            dataset_mean: np.ndarray, dataset_peak: np.ndarray) -> None:
-    filters = len(dataset_mean)
-    units = np.arange(min(filters, ctx.spec.max_units))
-    result = visualize_filters(ctx.model, name, units, settings, ctx.seed)
+    filters, units = len(dataset_mean), result.units
     dead = dataset_peak[units] <= 0
     reached = result.activation >= dataset_mean[units]
     tiles = as_rgb(result.images)
@@ -92,8 +93,7 @@ def _layer(ctx: ModelContext, section: Section, name: str, settings: FeatVisSett
                  f"{'-' if share is None else f'{share:.0%}'} reach the dataset max")
 
 
-def _classes(ctx: ModelContext, section: Section, settings: FeatVisSettings) -> None:
-    result = visualize_classes(ctx.model, settings=settings, seed=ctx.seed)
+def _classes(ctx: ModelContext, section: Section, result: FilterImages) -> None:
     names = [ctx.class_name(c) for c in result.units]
     tiles = resize_nearest(as_rgb(result.images), *tile_size(*result.images.shape[1:3], target=56, largest=112))
     section.figures.append(Figure(
