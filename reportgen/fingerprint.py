@@ -11,7 +11,8 @@ from pathlib import Path
 from . import __version__
 from .config import ModelSpec
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+PACKAGE_DIR = Path(__file__).resolve().parent
+TEMPLATES_DIR = PACKAGE_DIR.parent / "templates"
 
 
 def file_digest(path: Path | None) -> str | None:
@@ -25,17 +26,20 @@ def file_digest(path: Path | None) -> str | None:
     return digest.hexdigest()
 
 
-def templates_digest() -> str:
+def code_digest() -> str:
+    """The package's Python files and the templates: a changed reportgen (a pull, an edit) rebuilds
+    every page, with or without a version bump."""
     digest = hashlib.sha256()
-    for path in sorted(TEMPLATES_DIR.rglob("*")):
-        if path.is_file():
-            digest.update(path.relative_to(TEMPLATES_DIR).as_posix().encode() + path.read_bytes())
+    for root, pattern in [(PACKAGE_DIR, "*.py"), (TEMPLATES_DIR, "*")]:
+        for path in sorted(root.rglob(pattern)):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(path.relative_to(root.parent).as_posix().encode() + path.read_bytes())
     return digest.hexdigest()
 
 
 def inputs_fingerprint(spec: ModelSpec, seed: int, quick: bool, weights_digest: str | None) -> str:
-    """Hash of the config entry, seed, quick mode, weights, reportgen's version and the templates."""
-    parts = [dataclasses.asdict(spec), seed, quick, weights_digest, __version__, templates_digest()]
+    """Hash of the config entry, seed, quick mode, weights, reportgen's version, code and templates."""
+    parts = [dataclasses.asdict(spec), seed, quick, weights_digest, __version__, code_digest()]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 

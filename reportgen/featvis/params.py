@@ -53,6 +53,8 @@ class Parameterization:
 class PixelParam(Parameterization):
     """Pixels in logit space, starting grey."""
 
+    learning_rate = 0.2  # live filters reaching the dataset max, mnist-3conv: 98.5% at 0.1, 99.3% at 0.2
+
     def init(self, batch: int, rng: np.random.Generator) -> np.ndarray:
         return rng.normal(0, 0.1, (batch, self.height, self.width, self.channels)).astype(np.float32)
 
@@ -65,6 +67,10 @@ class PixelParam(Parameterization):
 
 class FFTParam(Parameterization):
     """A 1/f-scaled spectrum per channel; colour decorrelated for RGB, plain for grayscale."""
+
+    # Weak filters of a colour model's last conv layer barely leave the grey start at 0.1: cats-vs-dogs
+    # conv4 reaches the dataset max for 77% of its live filters at 0.1, 90% at 0.3, and 87% at 1.0.
+    learning_rate = 0.3
 
     def __init__(self, height: int, width: int, channels: int, decay: float = 1.0) -> None:
         super().__init__(height, width, channels)

@@ -48,7 +48,7 @@ class FeatVisSettings:
     """
 
     steps: int = 128  # in all, shared among the scales
-    learning_rate: float | None = None  # None: the parameterisation's own (0.1 for both)
+    learning_rate: float | None = None  # None: the parameterisation's own (pixel 0.2, FFT 0.3)
     param: str = "auto"  # "fft", "pixel" or "auto" (FFT for colour, pixel for grayscale: see params.make_param)
     warmup_steps: int = 0  # first steps on the pre-activation everywhere (maps dead everywhere always get it)
     leak: float = 0.1  # share of the negative pre-activation kept while optimising (see probes)
