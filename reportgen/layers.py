@@ -37,8 +37,12 @@ def layer_outputs(
 
 
 def class_probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """(N, num_classes) probabilities; a single sigmoid unit becomes [1 - p, p]."""
-    p = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+    """(N, num_classes) probabilities; a single sigmoid unit becomes [1 - p, p]. Inputs that fit in
+    one batch go through a direct call, which skips `predict`'s set-up (Keras' own advice)."""
+    if len(x) <= batch_size:
+        p = np.asarray(model(x, training=False), dtype=np.float64)
+    else:
+        p = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
     if p.ndim != 2:
         p = p.reshape(len(p), -1)
     if p.shape[1] == 1:

@@ -141,7 +141,7 @@ class Renderer:
         self.learning_rate = settings.learning_rate or self.param.learning_rate
         self.batch = batch
         param_shape = self.param.init(1, np.random.default_rng(0)).shape[1:]
-        self._optimise = tf.function(self._ascent, input_signature=[
+        self._optimise = tf.function(self._ascent, autograph=False, input_signature=[  # the loop is explicit
             tf.TensorSpec([batch, *param_shape], tf.float32),
             tf.TensorSpec([self.steps, self.transform.draws], tf.float32),
         ])
@@ -154,9 +154,11 @@ class Renderer:
         return images
 
     def _ascent(self, start: tf.Tensor, uniforms: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        param, m, v = start, tf.zeros_like(start), tf.zeros_like(start)
-        for step in tf.range(self.steps):
-            param, m, v = self.step(param, m, v, step, uniforms[step])
+        def body(step: tf.Tensor, param: tf.Tensor, m: tf.Tensor, v: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            return (step + 1, *self.step(param, m, v, step, uniforms[step]))
+
+        _, param, _, _ = tf.while_loop(lambda step, *_: step < self.steps, body,
+                                       (tf.constant(0), start, tf.zeros_like(start), tf.zeros_like(start)))
         images = self._image(param)
         return images, self.objective(self.probe.fn(images, tf.constant(PLAIN)))
 
