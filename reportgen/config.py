@@ -92,9 +92,9 @@ class BuildOptions:
 
 BUILD_KEYS = {"out": str, "cache_dir": str, "seed": int}
 # The FeatVisSettings a config may set, with their types (checked here, before TensorFlow is imported).
-FEATURE_VIS_KEYS = {"steps": int, "warmup_steps": int, "settle_steps": int, "param": str, "leak": float,
-                    "zoom": float, "degrees": float, "scales": list, "total_variation": float, "l2": float,
-                    "blur": float}
+FEATURE_VIS_KEYS = {"steps": int, "warmup_steps": int, "settle_steps": int, "param": str, "learning_rate": float,
+                    "leak": float, "zoom": float, "degrees": float, "scales": list, "total_variation": float,
+                    "l2": float, "blur": float, "chunk_size": int}
 PARAMETERIZATIONS = ("auto", "fft", "pixel")
 MODEL_FIELDS = {f.name: f for f in dataclasses.fields(ModelSpec)}
 
@@ -189,9 +189,11 @@ def _check_feature_vis(value: Any, where: str, source: str) -> None:
             raise ReportgenError(f"{source}: {label} must be one of {', '.join(PARAMETERIZATIONS)}, not {setting!r}")
         if key == "scales" and not (setting and all(_is_number(s) and 0 < s <= 1 for s in setting)):
             raise ReportgenError(f"{source}: {label} must list scales in (0, 1], e.g. [0.5, 1.0]")
-        least = 1 if key == "steps" else 0
+        least = 1 if key in ("steps", "chunk_size") else 0
         if key not in ("param", "scales") and setting < least:
             raise ReportgenError(f"{source}: {label} must be at least {least}, not {setting}")
+        if key == "learning_rate" and setting == 0:
+            raise ReportgenError(f"{source}: {label} must be more than 0")
 
 
 def _check_type(value: Any, expected: type, label: str, source: str) -> None:
