@@ -200,7 +200,7 @@ class Renderer:
 
     def _fill_slots(self, units: np.ndarray) -> None:
         offset = 0
-        for variable in [self.slots] if isinstance(self.slots, tf.Variable) else self.slots:
+        for variable in _as_list(self.slots):
             variable.assign(units[offset : offset + variable.shape[0]])
             offset += variable.shape[0]
 
@@ -218,9 +218,13 @@ class Renderer:
 def render_units(probe: Probe, objective: Objective, size: tuple[int, int], settings: FeatVisSettings,
                  slots: tf.Variable | Sequence[tf.Variable], units: np.ndarray, seed: int) -> RenderResult:
     """Every unit in `units`, stage by stage (one stage unless `settings.scales` asks for more)."""
-    batch = sum(int(v.shape[0]) for v in ([slots] if isinstance(slots, tf.Variable) else slots))
+    batch = sum(int(variable.shape[0]) for variable in _as_list(slots))
     result = None
     for stage, (scale, steps) in enumerate(settings.stages()):
         renderer = Renderer(probe, objective, size, settings, slots, batch, scale, steps, stage)
         result = renderer.run(units, seed, None if result is None else result.images)
     return result
+
+
+def _as_list(slots: tf.Variable | Sequence[tf.Variable]) -> list[tf.Variable]:
+    return [slots] if isinstance(slots, tf.Variable) else list(slots)
