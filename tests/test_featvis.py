@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_cnn
 
+from reportgen import featvis
 from reportgen.featvis import (
     FeatVisSettings,
     channel,
@@ -68,6 +69,21 @@ def test_one_optimisation_for_the_whole_model_gives_what_each_layer_gets_alone(m
         np.testing.assert_allclose(together[name].images, result.images, atol=1e-3)
     np.testing.assert_allclose(together[LOGITS].probability, alone[LOGITS].probability, atol=1e-3)
     assert together["conv_a"].peak is not None and together[LOGITS].probability is not None
+
+
+def test_a_large_canvas_gets_fewer_slots_per_optimisation(model, monkeypatch):
+    whole = visualize_filters(model, "conv_b", settings=FAST, seed=1)
+    batches, real_render = [], featvis.render_units
+
+    def spy(probe, objective, size, settings, slots, units, seed):
+        batches.append(len(units))
+        return real_render(probe, objective, size, settings, slots, units, seed)
+
+    monkeypatch.setattr(featvis, "batch_rows", lambda shape: 4 if shape == (12, 12, 1) else 0)
+    monkeypatch.setattr(featvis, "render_units", spy)
+    limited = visualize_filters(model, "conv_b", settings=FAST, seed=1)
+    assert batches == [4, 2]  # 6 filters, at most 4 slots per optimisation for this canvas
+    np.testing.assert_allclose(limited.activation, whole.activation, rtol=1e-3, atol=1e-4)
 
 
 def test_same_seed_same_images_other_seed_other_images(model):

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..layers import class_probabilities
+from ..projections import batch_rows
 from .objectives import LOGITS, Objective, channel, class_logit, layer_mean, neuron
 from .probes import PLAIN, Probe, layer_probe, logit_probe
 from .render import FeatVisSettings, Part, Renderer, RenderResult, render_units, stack
@@ -68,8 +69,9 @@ def visualize_model(model: keras.Model, units: Mapping[str, np.ndarray | None],
         by_canvas.setdefault(canvas_size(whole[name], settings), []).extend((name, int(unit)) for unit in chosen)
     rendered: dict[str, list[RenderResult]] = {name: [] for name in wanted}
     for size, slots_wanted in by_canvas.items():
-        for start in range(0, len(slots_wanted), settings.chunk_size):
-            chunk = slots_wanted[start : start + settings.chunk_size]
+        chunk_size = min(settings.chunk_size, batch_rows((*size, model.input_shape[-1])))  # large canvases: fewer
+        for start in range(0, len(slots_wanted), chunk_size):
+            chunk = slots_wanted[start : start + chunk_size]
             runs = [(name, [unit for _, unit in run]) for name, run in groupby(chunk, key=lambda slot: slot[0])]
             parts = [_part(model, name, len(run), settings, logits) for name, run in runs]
             probe, objective = stack(parts)

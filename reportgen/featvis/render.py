@@ -56,7 +56,7 @@ class FeatVisSettings:
     degrees: float = 0.0  # random turn by up to ±degrees at every step
     scales: tuple[float, ...] = (1.0,)  # multi-scale: e.g. (0.5, 1.0) optimises at half size, then full
     settle_steps: int = 0  # last steps without random transforms: the image settles on the exact grid
-    chunk_size: int = 256  # batch slots per optimisation: bounds memory for wide layers and large models
+    chunk_size: int = 256  # batch slots per optimisation, fewer on large canvases (projections.batch_rows)
     max_size: int = 48  # largest canvas for layers of a model that takes any input size
     total_variation: float = 0.02
     l2: float = 0.0
