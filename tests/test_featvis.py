@@ -220,3 +220,17 @@ def test_section_marks_dead_filters_and_writes_its_pictures(tiny_context):
     for figure in section.figures:
         assert (ctx.out_dir / figure.path).is_file()
     assert set(ctx.extra["feature_vis"]) == {"conv_a", "conv_b"}
+
+
+def test_section_counts_filters_whose_best_input_is_uniform(tiny_context):
+    ctx = tiny_context
+    kernel, bias = ctx.model.get_layer("conv_a").get_weights()
+    kernel[..., 1], bias[1] = np.abs(kernel[..., 1]) + 0.1, 0  # all weights positive: white wins
+    ctx.model.get_layer("conv_a").set_weights([kernel, bias])
+    ctx.quick = True
+    section = feature_vis.build(ctx)
+    figure = next(f for f in section.figures if f.title == "conv_a")
+    assert figure.numbers["uniform_images"] >= 1
+    assert "respond most to a uniform image" in figure.caption
+    images = ctx.extra["feature_vis"]["conv_a"]["images"]
+    assert images[1].min() > 0.95  # filter 1's image is white

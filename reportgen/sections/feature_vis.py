@@ -15,6 +15,7 @@ from ..report import Figure, Section, Table
 DEAD_TINT = np.array([0.85, 0.15, 0.15], np.float32)
 SETTINGS_SHOWN = ("steps", "param", "warmup_steps", "leak", "zoom", "degrees", "scales", "total_variation")
 GRID_BACKGROUND = 0.6  # grey, so all-white and all-black patterns both show their edges
+UNIFORM_STD = 0.02  # an optimised image this flat is one colour: the filter wants the whole input bright or dark
 
 
 def build(ctx: ModelContext) -> Section | None:
@@ -60,15 +61,19 @@ def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
     live = ~dead
     share = float(reached[live].mean()) if live.any() else None
     ratios = result.activation[live] / dataset_mean[units][live]
+    uniform = live & (result.images.reshape(len(units), -1).std(axis=1) < UNIFORM_STD)
     numbers = {"filters": filters, "shown": len(units), "dead": int(dead.sum()), "live_reaching_dataset_max": share,
-               "median_activation_over_dataset_max": float(np.median(ratios)) if live.any() else None}
+               "median_activation_over_dataset_max": float(np.median(ratios)) if live.any() else None,
+               "uniform_images": int(uniform.sum())}
     section.figures.append(Figure(
         ctx.save_png(f"featvis-{name}", tile_grid(tiles, background=GRID_BACKGROUND)),
         title=name,
         caption=f"{name}: {len(units)} filters, row-major by index"
         + (f" (first {len(units)} of {filters})" if len(units) < filters else "")
         + f"; {int(dead.sum())} dead; {'-' if share is None else f'{share:.0%}'} of live filters reach or beat "
-        "the best test image's mean activation.",
+        "the best test image's mean activation."
+        + (f" {int(uniform.sum())} respond most to a uniform image (all bright or all dark): no pattern drives "
+           "them harder, so their tiles are flat." if uniform.any() else ""),
         alt=f"Optimised input pattern of every filter of layer {name}",
         numbers=numbers,
     ))
