@@ -164,14 +164,24 @@ def test_leak_shapes_the_ascent_but_never_the_proof_numbers(model):
     np.testing.assert_allclose(leaky[plain > 0], plain[plain > 0], rtol=1e-5)
 
 
+def strided_and_dilated_cnn() -> keras.Model:
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((13, 13, 2))
+    x = keras.layers.Conv2D(5, 3, strides=2, padding="same", activation="relu", name="strided")(inputs)
+    x = keras.layers.Conv2D(4, 3, dilation_rate=2, use_bias=False, activation="relu", name="dilated")(x)
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(x)))
+
+
 @pytest.mark.parametrize("phase", [PLAIN, OPTIMISE, WARM_UP])
-def test_a_probe_given_channels_keeps_each_slots_own_map_in_every_phase(model, phase):
-    x = tf.constant(np.random.default_rng(1).random((3, 12, 12, 1), dtype=np.float32))
-    units = [2, 0, 5]
-    full = layer_probe(model, "conv_b", leak=0.25).fn(x, tf.constant(phase))["conv_b"].numpy()
-    own = layer_probe(model, "conv_b", leak=0.25, channels=tf.constant(units)).fn(x, tf.constant(phase))["conv_b"]
-    assert own.shape == (3, *full.shape[1:3], 1)
-    np.testing.assert_allclose(own.numpy()[..., 0], full[np.arange(3), :, :, units], rtol=1e-5, atol=1e-6)
+@pytest.mark.parametrize("layer", ["conv_a", "conv_b", "hidden", "strided", "dilated"])
+def test_a_probe_given_channels_keeps_each_slots_own_map_in_every_phase(model, layer, phase):
+    net = model if layer in ("conv_a", "conv_b", "hidden") else strided_and_dilated_cnn()
+    x = tf.constant(np.random.default_rng(1).random((3, *net.input_shape[1:]), dtype=np.float32))
+    units = [2, 0, 3]
+    full = layer_probe(net, layer, leak=0.25).fn(x, tf.constant(phase))[layer].numpy()
+    own = layer_probe(net, layer, leak=0.25, channels=tf.constant(units)).fn(x, tf.constant(phase))[layer].numpy()
+    assert own.shape == (3, *full.shape[1:-1], 1)
+    np.testing.assert_allclose(own[..., 0], np.moveaxis(full, -1, 1)[np.arange(3), units], rtol=1e-5, atol=1e-5)
 
 
 def test_total_variation_is_the_mean_difference_of_neighbours():

@@ -14,8 +14,10 @@ size, so large colour models are optimised on a canvas about the size of the
 deepest receptive field instead of the full input.
 
 A filter gallery needs one map per batch slot, so a probe given `channels`
-(one unit per slot) keeps only that map, right after the layer's linear part:
-the activation, the leak and the gradient then touch one map per slot, not C.
+(one unit per slot) computes only that map: a plain Conv2D as one grouped
+convolution with each slot's own kernel (the batch folded into channels), any
+other layer in full and then the slot's channel picked. The activation, the
+leak and the gradient then touch one map per slot, not C.
 """
 
 from __future__ import annotations
@@ -68,9 +70,13 @@ def layer_probe(model: keras.Model, layer_name: str, leak: float = 0.0, channels
         linear.set_weights(layer.get_weights())
 
     def fn(images: tf.Tensor, phase: tf.Tensor) -> dict[str, tf.Tensor]:
-        pre = linear(upstream(images, training=False))  # training=False: augmentation layers stay off
-        if channels is not None:
-            pre = _own_channel(pre, channels)
+        inputs = upstream(images, training=False)  # training=False: augmentation layers stay off
+        if channels is None:
+            pre = linear(inputs)
+        elif _is_plain_conv(layer):
+            pre = _own_kernel_conv(layer, inputs, channels)
+        else:
+            pre = _own_channel(linear(inputs), channels)
         post = activation(pre)
         silent = tf.reduce_max(post, axis=list(range(1, len(post.shape) - 1)), keepdims=True) <= 0
         # How much of (pre - post) to add back, per map: all of it while warming up or for a silent
@@ -80,6 +86,23 @@ def layer_probe(model: keras.Model, layer_name: str, leak: float = 0.0, channels
         return {layer_name: post + share * (pre - post)}
 
     return Probe(fn, tuple(model.input_shape[1:]), any_size)
+
+
+def _is_plain_conv(layer: keras.layers.Layer) -> bool:
+    return (isinstance(layer, keras.layers.Conv2D) and layer.groups == 1 and layer.data_format == "channels_last"
+            and layer.padding in ("same", "valid"))
+
+
+def _own_kernel_conv(layer: keras.layers.Conv2D, inputs: tf.Tensor, channels: Units) -> tf.Tensor:
+    """(B, H, W, Cin) -> (B, H', W', 1): slot b convolved with kernel channels[b] only, as one grouped
+    convolution of the batch folded into channels (1 x H x W x B*Cin, B groups)."""
+    batch, height, width, depth = inputs.shape
+    units = tf.convert_to_tensor(channels)
+    folded = tf.reshape(tf.transpose(inputs, [1, 2, 0, 3]), [1, height, width, batch * depth])
+    kernels = tf.gather(layer.kernel, units, axis=3)  # (kh, kw, Cin, B): group b uses kernel channels[b]
+    out = tf.nn.conv2d(folded, kernels, layer.strides, layer.padding.upper(), dilations=layer.dilation_rate)
+    out = tf.transpose(out, [3, 1, 2, 0])
+    return out + tf.reshape(tf.gather(layer.bias, units), [-1, 1, 1, 1]) if layer.use_bias else out
 
 
 def _own_channel(values: tf.Tensor, channels: Units) -> tf.Tensor:
