@@ -1,6 +1,6 @@
 """Feature visualization: the input pattern each filter or class responds to most.
 
-    from reportgen.featvis import visualize_filters, visualize_classes, FeatVisSettings
+    from reportgen.featvis import LOGITS, FeatVisSettings, visualize_classes, visualize_filters, visualize_model
     filters = visualize_filters(model, "conv2", settings=FeatVisSettings(), seed=0)
     filters.images, filters.activation          # (N, H, W, C) in [0, 1], (N,) mean activation reached
     everything = visualize_model(model, {"conv1": None, "conv2": None, LOGITS: None})  # one optimisation
