@@ -59,7 +59,7 @@ class FeatVisSettings:
     chunk_size: int = 256  # batch slots per optimisation, fewer on large canvases (projections.batch_rows)
     max_size: int = 48  # largest canvas for layers of a model that takes any input size
     total_variation: float = 0.02
-    l2: float = 0.0
+    l2: float = 0.05  # pulls what the unit ignores back to grey: colour images were blown out without it
     blur: float = 0.0
     regularizers: tuple[Regularizer, ...] = field(default=(), compare=False)  # extra plug-ins
 

@@ -13,7 +13,7 @@ from ..layers import channel_stats, conv_layers
 from ..report import Figure, Section, Table
 
 DEAD_TINT = np.array([0.85, 0.15, 0.15], np.float32)
-SETTINGS_SHOWN = ("steps", "param", "warmup_steps", "leak", "zoom", "degrees", "scales", "total_variation")
+SETTINGS_SHOWN = ("steps", "param", "warmup_steps", "leak", "zoom", "degrees", "scales", "total_variation", "l2")
 GRID_BACKGROUND = 0.6  # grey, so all-white and all-black patterns both show their edges
 UNIFORM_STD = 0.02  # an optimised image this flat is one colour: the filter wants the whole input bright or dark
 
