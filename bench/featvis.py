@@ -142,7 +142,7 @@ def step_by_step(probe, objective, size: tuple[int, int], settings: FeatVisSetti
     param = tf.constant(renderer.start(unit, 0)[None])
     m = v = tf.zeros_like(param)
     for i in range(settings.steps):
-        param, m, v = step(param, m, v, tf.constant(i), tf.constant(uniforms[i]))
+        param, m, v, _, _ = step(param, m, v, tf.constant(i), tf.constant(uniforms[i]))
     return param.numpy()
 
 

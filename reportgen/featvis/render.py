@@ -143,7 +143,7 @@ class Renderer:
         param_shape = self.param.init(1, np.random.default_rng(0)).shape[1:]
         self._optimise = tf.function(self._ascent, autograph=False, input_signature=[  # the loop is explicit
             tf.TensorSpec([batch, *param_shape], tf.float32),
-            tf.TensorSpec([self.steps, self.transform.draws], tf.float32),
+            tf.TensorSpec([self.steps + 1, self.transform.draws], tf.float32),
         ])
 
     def _image(self, param: tf.Tensor) -> tf.Tensor:
@@ -154,32 +154,35 @@ class Renderer:
         return images
 
     def _ascent(self, start: tf.Tensor, uniforms: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        def body(step: tf.Tensor, param: tf.Tensor, m: tf.Tensor, v: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """`steps` steps, then one more pass, untransformed and PLAIN, whose images and scores are the
+        result: the loop's last iteration rather than a pass of its own, so the probe is traced once."""
+        def body(step: tf.Tensor, param: tf.Tensor, m: tf.Tensor, v: tf.Tensor, *_: tf.Tensor) -> tuple[tf.Tensor, ...]:
             return (step + 1, *self.step(param, m, v, step, uniforms[step]))
 
-        _, param, _, _ = tf.while_loop(lambda step, *_: step < self.steps, body,
-                                       (tf.constant(0), start, tf.zeros_like(start), tf.zeros_like(start)))
-        images = self._image(param)
-        return images, self.objective(self.probe.fn(images, tf.constant(PLAIN)))
+        images = tf.zeros([self.batch, *self.size, self.probe.input_shape[-1]])
+        start = (tf.constant(0), start, tf.zeros_like(start), tf.zeros_like(start), images, tf.zeros([self.batch]))
+        *_, images, scores = tf.while_loop(lambda step, *_: step <= self.steps, body, start)
+        return images, scores
 
     def step(self, param: tf.Tensor, m: tf.Tensor, v: tf.Tensor, step: tf.Tensor,
-             uniforms: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """One Adam step of gradient ascent on every slot: transform, probe, normalise, update."""
+             uniforms: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """One Adam step of gradient ascent on every slot: transform, probe, normalise, update. Also
+        returns the images before the update and their scores (PLAIN once `step` reaches `steps`)."""
         beta1, beta2 = 0.9, 0.999
         with tf.GradientTape() as tape:
             tape.watch(param)
             images = self._image(param)
-            phase = tf.where(step < self.settings.warmup_steps, WARM_UP, OPTIMISE)
-            activations = self.probe.fn(self.transform(images, uniforms), phase)
+            phase = tf.where(step >= self.steps, PLAIN, tf.where(step < self.settings.warmup_steps, WARM_UP, OPTIMISE))
+            scores = self.objective(self.probe.fn(self.transform(images, uniforms), phase))
             penalty = tf.add_n([r(images) for r in self.regularizers]) if self.regularizers else 0.0
-            total = tf.reduce_sum(self.objective(activations) - penalty)
+            total = tf.reduce_sum(scores - penalty)
         grad = tape.gradient(total, param)
         grad = grad / (tf.reduce_mean(tf.abs(grad), axis=list(range(1, len(param.shape))), keepdims=True) + 1e-8)
         t = tf.cast(step, tf.float32) + 1.0
         m = beta1 * m + (1 - beta1) * grad
         v = beta2 * v + (1 - beta2) * tf.square(grad)
         param = param + self.learning_rate * (m / (1 - beta1**t)) / (tf.sqrt(v / (1 - beta2**t)) + 1e-8)
-        return param, m, v
+        return param, m, v, images, scores
 
     def run(self, units: np.ndarray, seed: int, start_images: np.ndarray | None = None) -> RenderResult:
         """Render `units`; from random parameters, or continuing from `start_images` (canvas-sized)."""
@@ -209,10 +212,10 @@ class Renderer:
         return self.param.init(1, np.random.default_rng([seed, unit, self.stage]))[0]
 
     def uniforms(self, seed: int) -> np.ndarray:
-        """The transforms' draws for every step, (steps, draws), from (seed, stage) alone."""
-        uniforms = np.random.default_rng([seed, self.stage]).random((self.steps, self.transform.draws), np.float32)
-        uniforms[self.steps - self.settings.settle_steps :] = IDENTITY_DRAW
-        return uniforms
+        """The transforms' draws for every step and the final pass, (steps + 1, draws), from (seed, stage)."""
+        draws = np.random.default_rng([seed, self.stage]).random((self.steps + 1, self.transform.draws), np.float32)
+        draws[self.steps - self.settings.settle_steps :] = IDENTITY_DRAW  # settle steps, and the final pass
+        return draws
 
 
 def render_units(probe: Probe, objective: Objective, size: tuple[int, int], settings: FeatVisSettings,
