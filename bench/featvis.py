@@ -33,6 +33,7 @@ from reportgen.featvis import (
     canvas_size,
     channel,
     class_logit,
+    unit_part,
     visualize_classes,
     visualize_filters,
     visualize_model,
@@ -83,14 +84,15 @@ def main() -> None:
         for unit in sample:
             step_by_step(probe, make_objective(int(unit)), canvas_size(probe, settings), settings, int(unit))
         stepwise += (time.perf_counter() - start) * count / len(sample)
-        slots = tf.Variable([0])
-        engine = engine_renderer(model, name, settings, slots)
+        part = unit_part(model, name, 1, settings)  # the engine's own probe and objective, one slot
+        engine = Renderer(part.probe, part.objective, canvas_size(part.probe, settings), settings, part.slots, batch=1)
         engine.run(sample[:1], 0)  # traced once, outside the timing
         flops += step_flops(engine) * count * settings.steps
         start = time.perf_counter()
         for unit in sample:
             engine.run(np.array([unit]), 0)
         compiled += (time.perf_counter() - start) * count / len(sample)
+        slots = tf.Variable([0])
         peer = Renderer(probe, make_objective(slots), canvas_size(probe, settings), settings, slots, batch=1)
         tf.config.run_functions_eagerly(True)  # the peer's loop, run eagerly step by step as tf-keras-vis does
         start = time.perf_counter()
@@ -122,15 +124,6 @@ def main() -> None:
     print(f"  live filters reaching the best test image's mean activation: {reached}/{live_total} "
           f"({reached / max(live_total, 1):.1%})")
     print(f"  class images: lowest probability of their own class {class_result.probability.min():.4f}")
-
-
-def engine_renderer(model, name: str, settings: FeatVisSettings, slots: tf.Variable) -> Renderer:
-    """The engine's own probe and objective for one slot: a layer's probe keeps only the slot's channel."""
-    if name == LOGITS:
-        probe, objective = logit_probe(model), class_logit(slots)
-    else:
-        probe, objective = layer_probe(model, name, settings.leak, channels=slots), channel(name, 0)
-    return Renderer(probe, objective, canvas_size(probe, settings), settings, slots, batch=1)
 
 
 def step_by_step(probe, objective, size: tuple[int, int], settings: FeatVisSettings, unit: int) -> np.ndarray:

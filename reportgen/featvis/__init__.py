@@ -24,12 +24,13 @@ import tensorflow as tf
 from ..layers import class_probabilities
 from ..projections import batch_rows
 from .objectives import LOGITS, Objective, channel, class_logit, layer_mean, neuron
-from .probes import PLAIN, Probe, layer_probe, logit_probe
+from .probes import PLAIN, LayerPath, Probe, layer_path, layer_probe, logit_probe
 from .render import FeatVisSettings, Part, Renderer, RenderResult, render_units, stack
 
 __all__ = [
     "LOGITS", "FeatVisSettings", "FilterImages", "Objective", "RenderResult", "Renderer", "canvas_size", "channel",
-    "class_logit", "layer_mean", "neuron", "render_units", "visualize_classes", "visualize_filters", "visualize_model",
+    "class_logit", "layer_mean", "neuron", "render_units", "unit_part", "visualize_classes", "visualize_filters",
+    "visualize_model",
 ]
 
 
@@ -63,7 +64,8 @@ def visualize_model(model: keras.Model, units: Mapping[str, np.ndarray | None],
     settings = settings or FeatVisSettings()
     wanted = {name: _all_units(model, name) if chosen is None else np.asarray(chosen) for name, chosen in units.items()}
     logits = logit_probe(model) if LOGITS in wanted else None
-    whole = {name: logits if name == LOGITS else layer_probe(model, name) for name in wanted}  # every channel
+    paths = {name: layer_path(model, name) for name in wanted if name != LOGITS}  # built once per layer
+    whole = {name: layer_probe(model, name, path=paths[name]) if name in paths else logits for name in wanted}
     by_canvas: dict[tuple[int, int], list[tuple[str, int]]] = {}
     for name, chosen in wanted.items():
         by_canvas.setdefault(canvas_size(whole[name], settings), []).extend((name, int(unit)) for unit in chosen)
@@ -73,7 +75,7 @@ def visualize_model(model: keras.Model, units: Mapping[str, np.ndarray | None],
         for start in range(0, len(slots_wanted), chunk_size):
             chunk = slots_wanted[start : start + chunk_size]
             runs = [(name, [unit for _, unit in run]) for name, run in groupby(chunk, key=lambda slot: slot[0])]
-            parts = [_part(model, name, len(run), settings, logits) for name, run in runs]
+            parts = [unit_part(model, name, len(run), settings, paths.get(name), logits) for name, run in runs]
             probe, objective = stack(parts)
             result = render_units(probe, objective, size, settings, [part.slots for part in parts],
                                   np.array([unit for _, unit in chunk]), seed)
@@ -89,12 +91,14 @@ def _all_units(model: keras.Model, name: str) -> np.ndarray:
     return np.arange(model.get_layer(name).output.shape[-1])
 
 
-def _part(model: keras.Model, name: str, size: int, settings: FeatVisSettings, logits: Probe | None) -> Part:
-    """A layer's filters (a probe keeping only each slot's own channel) or the classes."""
+def unit_part(model: keras.Model, name: str, size: int, settings: FeatVisSettings, path: LayerPath | None = None,
+              logits: Probe | None = None) -> Part:
+    """`size` slots of a layer's filters (a probe keeping only each slot's own channel) or of the
+    classes (`name` LOGITS), as the engine optimises them; `path` and `logits` reuse what is built."""
     slots = tf.Variable(tf.zeros([size], tf.int32))
     if name == LOGITS:
-        return Part(logits, class_logit(slots), slots)
-    return Part(layer_probe(model, name, settings.leak, channels=slots), channel(name, 0), slots)
+        return Part(logits or logit_probe(model), class_logit(slots), slots)
+    return Part(layer_probe(model, name, settings.leak, channels=slots, path=path), channel(name, 0), slots)
 
 
 def _proof(model: keras.Model, probe: Probe, name: str, units: np.ndarray, results: list[RenderResult]) -> FilterImages:

@@ -47,10 +47,20 @@ class Probe:
     any_size: bool
 
 
-def layer_probe(model: keras.Model, layer_name: str, leak: float = 0.0, channels: Units | None = None) -> Probe:
-    """Activations of one layer (conv or dense); `leak` is the share of the pre-activation's
-    negative side that OPTIMISE keeps. With `channels` (one unit per slot, e.g. a tf.Variable the
-    render fills) the layer's output has a single channel: slot b's map of unit channels[b]."""
+@dataclass(frozen=True)
+class LayerPath:
+    """What a layer probe runs: the model up to the layer's input, the layer's linear part and its
+    activation. Building it copies weights, so probes of one layer with different `channels` share it."""
+
+    layer: keras.layers.Layer
+    upstream: Callable[..., tf.Tensor]
+    linear: keras.layers.Layer
+    activation: Callable[[tf.Tensor], tf.Tensor]
+    input_shape: tuple[int, int, int]
+    any_size: bool
+
+
+def layer_path(model: keras.Model, layer_name: str) -> LayerPath:
     layer = model.get_layer(layer_name)
     chain = layer_chain(model, layer_name)
     colours = model.input_shape[-1]
@@ -68,6 +78,17 @@ def layer_probe(model: keras.Model, layer_name: str, leak: float = 0.0, channels
         linear = layer.__class__.from_config(config)
         linear.build(tuple(layer.input.shape))
         linear.set_weights(layer.get_weights())
+    return LayerPath(layer, upstream, linear, activation, tuple(model.input_shape[1:]), any_size)
+
+
+def layer_probe(model: keras.Model, layer_name: str, leak: float = 0.0, channels: Units | None = None,
+                path: LayerPath | None = None) -> Probe:
+    """Activations of one layer (conv or dense); `leak` is the share of the pre-activation's
+    negative side that OPTIMISE keeps. With `channels` (one unit per slot, e.g. a tf.Variable the
+    render fills) the layer's output has a single channel: slot b's map of unit channels[b].
+    `path` reuses a `layer_path` already built for this layer."""
+    path = path or layer_path(model, layer_name)
+    layer, upstream, linear, activation = path.layer, path.upstream, path.linear, path.activation
 
     def fn(images: tf.Tensor, phase: tf.Tensor) -> dict[str, tf.Tensor]:
         inputs = upstream(images, training=False)  # training=False: augmentation layers stay off
@@ -85,7 +106,7 @@ def layer_probe(model: keras.Model, layer_name: str, leak: float = 0.0, channels
                          tf.where(phase == OPTIMISE, leak, 0.0))
         return {layer_name: post + share * (pre - post)}
 
-    return Probe(fn, tuple(model.input_shape[1:]), any_size)
+    return Probe(fn, path.input_shape, path.any_size)
 
 
 def _is_plain_conv(layer: keras.layers.Layer) -> bool:
