@@ -14,10 +14,11 @@ size, so large colour models are optimised on a canvas about the size of the
 deepest receptive field instead of the full input.
 
 A filter gallery needs one map per batch slot, so a probe given `channels`
-(one unit per slot) computes only that map: a plain Conv2D as one grouped
-convolution with each slot's own kernel (the batch folded into channels), any
-other layer in full and then the slot's channel picked. The activation, the
-leak and the gradient then touch one map per slot, not C.
+(one unit per slot) computes only that map: a plain Conv2D with each slot's
+own kernel (as one small matmul per slot, or for inputs of few channels as one
+grouped convolution), any other layer in full and then the slot's channel
+picked. The activation, the leak and the gradient then touch one map per
+slot, not C.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from ..dataset_examples import layer_chain
@@ -33,6 +35,9 @@ from ..projections import chain_model, logit_model
 from .objectives import LOGITS, Units
 
 PLAIN, OPTIMISE, WARM_UP = 0, 1, 2
+# Per-slot convs of inputs this deep or deeper run as matmuls: mnist-3conv's conv2 and conv3 galleries
+# take 0.09 s instead of 0.14 s; a one-channel input is twice as fast as a grouped conv.
+MATMUL_MIN_DEPTH = 4
 
 
 @dataclass
@@ -115,15 +120,35 @@ def _is_plain_conv(layer: keras.layers.Layer) -> bool:
 
 
 def _own_kernel_conv(layer: keras.layers.Conv2D, inputs: tf.Tensor, channels: Units) -> tf.Tensor:
-    """(B, H, W, Cin) -> (B, H', W', 1): slot b convolved with kernel channels[b] only, as one grouped
-    convolution of the batch folded into channels (1 x H x W x B*Cin, B groups)."""
-    batch, height, width, depth = inputs.shape
+    """(B, H, W, Cin) -> (B, H', W', 1): slot b convolved with kernel channels[b] only."""
     units = tf.convert_to_tensor(channels)
-    folded = tf.reshape(tf.transpose(inputs, [1, 2, 0, 3]), [1, height, width, batch * depth])
-    kernels = tf.gather(layer.kernel, units, axis=3)  # (kh, kw, Cin, B): group b uses kernel channels[b]
-    out = tf.nn.conv2d(folded, kernels, layer.strides, layer.padding.upper(), dilations=layer.dilation_rate)
-    out = tf.transpose(out, [3, 1, 2, 0])
+    kernels = tf.gather(layer.kernel, units, axis=3)  # (kh, kw, Cin, B): slot b uses kernel channels[b]
+    if inputs.shape[-1] < MATMUL_MIN_DEPTH:
+        out = _grouped_conv(layer, inputs, kernels)
+    else:
+        out = _matmul_conv(layer, inputs, kernels)
     return out + tf.reshape(tf.gather(layer.bias, units), [-1, 1, 1, 1]) if layer.use_bias else out
+
+
+def _grouped_conv(layer: keras.layers.Conv2D, inputs: tf.Tensor, kernels: tf.Tensor) -> tf.Tensor:
+    """One grouped convolution of the batch folded into channels (1 x H x W x B*Cin, B groups)."""
+    batch, height, width, depth = inputs.shape
+    folded = tf.reshape(tf.transpose(inputs, [1, 2, 0, 3]), [1, height, width, batch * depth])
+    out = tf.nn.conv2d(folded, kernels, layer.strides, layer.padding.upper(), dilations=layer.dilation_rate)
+    return tf.transpose(out, [3, 1, 2, 0])
+
+
+def _matmul_conv(layer: keras.layers.Conv2D, inputs: tf.Tensor, kernels: tf.Tensor) -> tf.Tensor:
+    """Each slot's pixels times its own kernel's kh*kw taps (one batched matmul: per slot (H*W, Cin)
+    by (Cin, kh*kw)), then a fixed one-hot conv that shifts each tap's map into place and sums them."""
+    rows, cols = layer.kernel_size
+    depth = inputs.shape[-1]
+    shape = tf.shape(inputs)
+    taps = tf.transpose(tf.reshape(kernels, [rows * cols, depth, -1]), [2, 1, 0])  # (B, Cin, kh*kw)
+    maps = tf.matmul(tf.reshape(inputs, [shape[0], -1, depth]), taps)
+    maps = tf.reshape(maps, [shape[0], shape[1], shape[2], rows * cols])
+    place = tf.constant(np.eye(rows * cols, dtype=np.float32).reshape(rows, cols, rows * cols, 1))
+    return tf.nn.conv2d(maps, place, layer.strides, layer.padding.upper(), dilations=layer.dilation_rate)
 
 
 def _own_channel(values: tf.Tensor, channels: Units) -> tf.Tensor:

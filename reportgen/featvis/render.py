@@ -22,7 +22,8 @@ resolution, so large patterns form before fine detail is added.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -196,7 +197,8 @@ class Renderer:
                 given = start_images[start : start + self.batch]
                 starts = self.param.from_image(tf.image.resize(np.concatenate(
                     [given, np.repeat(given[-1:], self.batch - len(given), axis=0)]), self.param_size))
-            out_images, out_values = self._optimise(tf.constant(np.stack(starts)), tf.constant(self.uniforms(seed)))
+            with _without_grappler():
+                out_images, out_values = self._optimise(tf.constant(np.stack(starts)), tf.constant(self.uniforms(seed)))
             images.append(out_images.numpy()[: len(chunk)])
             values.append(out_values.numpy()[: len(chunk)])
         return RenderResult(np.concatenate(images), np.concatenate(values))
@@ -227,6 +229,19 @@ def render_units(probe: Probe, objective: Objective, size: tuple[int, int], sett
         renderer = Renderer(probe, objective, size, settings, slots, batch, scale, steps, stage)
         result = renderer.run(units, seed, None if result is None else result.images)
     return result
+
+
+@contextmanager
+def _without_grappler() -> Iterator[None]:
+    """Runs the loop without Grappler's graph rewrites. They do not make its steps faster, take
+    0.1 s to apply, and leave oneDNN's rewrite of max-pool gradients to chance: in about one
+    build of six the loop fell back to TensorFlow's own MaxPoolGrad, eight times slower."""
+    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
 
 
 def _as_list(slots: tf.Variable | Sequence[tf.Variable]) -> list[tf.Variable]:
