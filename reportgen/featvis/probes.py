@@ -35,8 +35,9 @@ from ..projections import chain_model, logit_model
 from .objectives import LOGITS, Units
 
 PLAIN, OPTIMISE, WARM_UP = 0, 1, 2
-# Per-slot convs of inputs this deep or deeper run as matmuls: mnist-3conv's conv2 and conv3 galleries
-# take 0.09 s instead of 0.14 s; a one-channel input is twice as fast as a grouped conv.
+# Per-slot convs of inputs this deep or deeper run as matmuls, shallower ones as a grouped conv:
+# mnist-3conv's conv2 and conv3 galleries take 0.09 s instead of 0.14 s as matmuls, while its
+# one-channel conv1 takes twice as long.
 MATMUL_MIN_DEPTH = 4
 
 

@@ -233,9 +233,13 @@ def render_units(probe: Probe, objective: Objective, size: tuple[int, int], sett
 
 @contextmanager
 def _without_grappler() -> Iterator[None]:
-    """Runs the loop without Grappler's graph rewrites. They do not make its steps faster, take
-    0.1 s to apply, and leave oneDNN's rewrite of max-pool gradients to chance: in about one
-    build of six the loop fell back to TensorFlow's own MaxPoolGrad, eight times slower."""
+    """On CPU, runs the loop without Grappler's graph rewrites. There they do not make the steps
+    faster, take 0.1 s to apply, and leave oneDNN's rewrite of max-pool gradients to chance: in
+    about one build of six the loop fell back to TensorFlow's own MaxPoolGrad, eight times slower.
+    A GPU keeps them (its layout rewrites matter there)."""
+    if tf.config.list_logical_devices("GPU"):
+        yield
+        return
     before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     try:
