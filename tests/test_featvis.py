@@ -20,7 +20,7 @@ from reportgen.featvis import (
     visualize_model,
 )
 from reportgen.featvis.objectives import LOGITS
-from reportgen.featvis.params import FFTParam, PixelParam
+from reportgen.featvis.params import FFTParam, PixelParam, to_unit_range
 from reportgen.featvis.probes import OPTIMISE, PLAIN, WARM_UP, layer_probe, logit_probe
 from reportgen.featvis.regularizers import total_variation
 from reportgen.featvis.transforms import jitter
@@ -206,6 +206,23 @@ def test_parameterisations_invert(param):
     images = np.random.default_rng(0).uniform(0.02, 0.98, (2, param.height, param.width, param.channels))
     back = param.to_image(tf.constant(param.from_image(images.astype(np.float32)))).numpy()
     np.testing.assert_allclose(back, images, atol=1e-4)
+
+
+def test_images_are_a_stretched_sigmoid_clipped_to_the_unit_range():
+    x = tf.constant(np.linspace(-8, 8, 2001, dtype=np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        images = to_unit_range(x)
+    expected = np.clip(1.1 / (1 + np.exp(-x.numpy())) - 0.05, 0, 1)
+    np.testing.assert_allclose(images.numpy(), expected, atol=1e-6)
+    slope = tape.gradient(images, x).numpy()
+    inside = (expected > 0.001) & (expected < 0.999)
+    assert np.all(slope[inside] > 0) and np.all(slope[(expected == 0) | (expected == 1)] == 0)
+
+
+def test_the_render_leaves_graph_optimisation_switched_on(model):
+    visualize_filters(model, "conv_a", [0], FeatVisSettings(steps=2))
+    assert not tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
 
 
 def test_multi_scale_optimises_coarse_then_fine_and_still_batches(model):
