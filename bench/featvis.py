@@ -101,12 +101,11 @@ def main() -> None:
         eager += (time.perf_counter() - start) * count / max(1, len(sample) // 2)
         tf.config.run_functions_eagerly(False)
 
-    mean_max = channel_stats(model, layers, data.x_test, reduce="mean")
-    peak_max = channel_stats(model, layers, data.x_test, reduce="max")
+    stats = channel_stats(model, layers, data.x_test)
     reached, live_total = 0, 0
     for name, result in results.items():
-        live = peak_max[name].max(axis=0) > 0
-        reached += int(np.sum((result.activation >= mean_max[name].max(axis=0))[live]))
+        live = stats[name].max.max(axis=0) > 0
+        reached += int(np.sum((result.activation >= stats[name].mean.max(axis=0))[live]))
         live_total += int(live.sum())
 
     print(f"{spec.name}: {units} units ({', '.join(f'{n} {s}' for n, s in sizes.items())}, {classes} classes), "

@@ -15,6 +15,7 @@ import numpy as np
 from .config import ModelSpec
 from .data import Dataset
 from .imaging import save_png
+from .layers import ChannelStats, channel_stats, conv_layers
 from .slugs import slugify
 
 matplotlib.use("Agg")
@@ -38,6 +39,12 @@ class ModelContext:
     @cached_property
     def predictions(self) -> np.ndarray:
         return self.probabilities.argmax(axis=1)
+
+    @cached_property
+    def conv_stats(self) -> dict[str, ChannelStats]:
+        """Every conv layer's per-image channel means and maxima over the test set, in one pass
+        that the sections share."""
+        return channel_stats(self.model, [layer.name for layer in conv_layers(self.model)], self.data.x_test)
 
     @cached_property
     def representatives(self) -> dict[int, int]:

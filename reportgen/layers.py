@@ -3,6 +3,8 @@ their outputs for a batch of images, computed in one pass."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 import numpy as np
 
@@ -56,14 +58,22 @@ def output_is_probability(model: keras.Model) -> bool:
     return getattr(activation, "__name__", "") in ("softmax", "sigmoid")
 
 
-def channel_stats(
-    model: keras.Model, layer_names: list[str], x: np.ndarray, reduce: str = "mean", batch_size: int = 256
-) -> dict[str, np.ndarray]:
-    """(N, C) spatial mean (or max) of every channel of the named 4-D layers, in
-    one pass, without ever holding the full maps of the whole set in memory."""
+@dataclass(frozen=True)
+class ChannelStats:
+    """Each image's spatial mean and max of every channel of one 4-D layer, (N, C) each."""
+
+    mean: np.ndarray
+    max: np.ndarray
+
+
+def channel_stats(model: keras.Model, layer_names: list[str], x: np.ndarray,
+                  batch_size: int = 256) -> dict[str, ChannelStats]:
+    """The spatial mean and max of every channel of the named 4-D layers, both in one pass over
+    `x`, without ever holding the full maps of the whole set in memory."""
     if not layer_names:
         return {}
-    op = {"mean": keras.ops.mean, "max": keras.ops.max}[reduce]
-    stats = {name: op(model.get_layer(name).output, axis=(1, 2)) for name in layer_names}
+    outputs = {name: model.get_layer(name).output for name in layer_names}
+    stats = {name: [keras.ops.mean(maps, axis=(1, 2)), keras.ops.max(maps, axis=(1, 2))]
+             for name, maps in outputs.items()}
     out = keras.Model(model.input, stats).predict(x, batch_size=batch_size, verbose=0)
-    return {name: np.asarray(out[name]) for name in layer_names}
+    return {name: ChannelStats(np.asarray(out[name][0]), np.asarray(out[name][1])) for name in layer_names}

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..context import ModelContext
 from ..imaging import as_rgb, maps_to_tiles, resize_nearest, tile_grid
-from ..layers import channel_stats, conv_layers, layer_outputs, visual_layers
+from ..layers import conv_layers, layer_outputs, visual_layers
 from ..report import Figure, Section, Table
 
 TILE = 56
@@ -62,7 +62,6 @@ def _compare_classes(ctx: ModelContext):
     if not convs or ctx.data.num_classes < 2:
         return None
     a, b = ctx.spec.compare_classes or _most_confused_pair(ctx)
-    means = channel_stats(ctx.model, convs, ctx.data.x_test, reduce="mean")
     in_a, in_b = ctx.data.y_test == a, ctx.data.y_test == b
     if not in_a.any() or not in_b.any():
         return None
@@ -71,7 +70,8 @@ def _compare_classes(ctx: ModelContext):
     thumbs = resize_nearest(as_rgb(ctx.data.x_test[[image_a, image_b]]), TILE, TILE)
     tiles, rows, data = [], [], []
     for name in convs:
-        mean_a, mean_b = means[name][in_a].mean(axis=0), means[name][in_b].mean(axis=0)
+        means = ctx.conv_stats[name].mean
+        mean_a, mean_b = means[in_a].mean(axis=0), means[in_b].mean(axis=0)
         f = int(np.argmax(np.abs(mean_a - mean_b)))
         pair = maps_to_tiles(outputs[name][..., f], size=(TILE, TILE))
         tiles += [thumbs[0], pair[0], thumbs[1], pair[1]]

@@ -9,7 +9,7 @@ from .. import progress
 from ..context import ModelContext
 from ..featvis import LOGITS, FeatVisSettings, FilterImages, visualize_model
 from ..imaging import as_rgb, resize_nearest, tile_grid, tile_size
-from ..layers import channel_stats, conv_layers
+from ..layers import conv_layers
 from ..report import Figure, Section, Table
 
 DEAD_TINT = np.array([0.85, 0.15, 0.15], np.float32)
@@ -35,11 +35,10 @@ def build(ctx: ModelContext) -> Section | None:
     progress.log(f"    optimising {sum(map(len, units.values()))} filters and every class together")
     results = visualize_model(ctx.model, {**units, LOGITS: None}, settings, ctx.seed)
     if convs:
-        mean_max = channel_stats(ctx.model, convs, ctx.data.x_test, reduce="mean")
-        peak_max = channel_stats(ctx.model, convs, ctx.data.x_test, reduce="max")
         section.data["layers"] = {}
         for name in convs:
-            _layer(ctx, section, name, results[name], mean_max[name].max(axis=0), peak_max[name].max(axis=0))
+            stats = ctx.conv_stats[name]
+            _layer(ctx, section, name, results[name], stats.mean.max(axis=0), stats.max.max(axis=0))
         live = [f for layer in section.data["layers"].values() for f in layer["filters"] if not f["dead"]]
         share = float(np.mean([f["reached"] for f in live])) if live else None
         section.data["live_filters_reaching_dataset_max"] = share
