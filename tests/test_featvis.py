@@ -170,12 +170,13 @@ def strided_and_dilated_cnn() -> keras.Model:
     inputs = keras.Input((13, 13, 2))
     x = keras.layers.Conv2D(5, 3, strides=2, padding="same", activation="relu", name="strided")(inputs)
     x = keras.layers.Conv2D(4, 3, dilation_rate=2, use_bias=False, activation="relu", name="dilated")(x)
+    x = keras.layers.Conv2D(4, (2, 3), strides=(2, 1), padding="same", activation="relu", name="uneven")(x)
     return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(x)))
 
 
 @pytest.mark.parametrize("matmul_min_depth", [0, 1000])  # every conv as matmuls, every conv grouped
 @pytest.mark.parametrize("phase", [PLAIN, OPTIMISE, WARM_UP])
-@pytest.mark.parametrize("layer", ["conv_a", "conv_b", "hidden", "strided", "dilated"])
+@pytest.mark.parametrize("layer", ["conv_a", "conv_b", "hidden", "strided", "dilated", "uneven"])
 def test_a_probe_given_channels_keeps_each_slots_own_map_in_every_phase(model, layer, phase, matmul_min_depth,
                                                                          monkeypatch):
     monkeypatch.setattr(probes, "MATMUL_MIN_DEPTH", matmul_min_depth)

@@ -236,7 +236,8 @@ def _without_grappler() -> Iterator[None]:
     """On CPU, runs the loop without Grappler's graph rewrites. There they do not make the steps
     faster, take 0.1 s to apply, and leave oneDNN's rewrite of max-pool gradients to chance: in
     about one build of six the loop fell back to TensorFlow's own MaxPoolGrad, eight times slower.
-    A GPU keeps them (its layout rewrites matter there)."""
+    The switch is process-wide while the loop runs, and restored after. A GPU keeps the rewrites
+    (its layout rewrites matter there)."""
     if tf.config.list_logical_devices("GPU"):
         yield
         return
