@@ -14,7 +14,6 @@ from reportgen.featvis import (
     class_logit,
     layer_mean,
     neuron,
-    probes,
     visualize_classes,
     visualize_filters,
     visualize_model,
@@ -174,12 +173,9 @@ def strided_and_dilated_cnn() -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(x)))
 
 
-@pytest.mark.parametrize("matmul_min_depth", [0, 1000])  # every conv as matmuls, every conv grouped
 @pytest.mark.parametrize("phase", [PLAIN, OPTIMISE, WARM_UP])
 @pytest.mark.parametrize("layer", ["conv_a", "conv_b", "hidden", "strided", "dilated", "uneven"])
-def test_a_probe_given_channels_keeps_each_slots_own_map_in_every_phase(model, layer, phase, matmul_min_depth,
-                                                                         monkeypatch):
-    monkeypatch.setattr(probes, "MATMUL_MIN_DEPTH", matmul_min_depth)
+def test_a_probe_given_channels_keeps_each_slots_own_map_in_every_phase(model, layer, phase):
     net = model if layer in ("conv_a", "conv_b", "hidden") else strided_and_dilated_cnn()
     x = tf.constant(np.random.default_rng(1).random((3, *net.input_shape[1:]), dtype=np.float32))
     units = [2, 0, 3]

@@ -15,9 +15,10 @@ deepest receptive field instead of the full input.
 
 A filter gallery needs one map per batch slot, so a probe given `channels`
 (one unit per slot) computes only that map: a plain Conv2D with each slot's
-own kernel (as one small matmul per slot, or for inputs of few channels as one
-grouped convolution), any other layer in full and then the slot's channel
-picked. The activation, the leak and the gradient then touch one map per
+own kernel (one small matmul per slot), any other layer in full and then the
+slot's channel picked. (A grouped convolution would do the same, but its input
+gradient exists on CPU only where TensorFlow uses oneDNN, which it does not on
+CPUs without AVX-512.) The activation, the leak and the gradient then touch one map per
 slot, not C.
 """
 
@@ -35,10 +36,6 @@ from ..projections import chain_model, logit_model
 from .objectives import LOGITS, Units
 
 PLAIN, OPTIMISE, WARM_UP = 0, 1, 2
-# Per-slot convs of inputs this deep or deeper run as matmuls, shallower ones as a grouped conv:
-# mnist-3conv's conv2 and conv3 galleries take 0.09 s instead of 0.14 s as matmuls, while its
-# one-channel conv1 takes twice as long.
-MATMUL_MIN_DEPTH = 4
 
 
 @dataclass
@@ -124,19 +121,8 @@ def _own_kernel_conv(layer: keras.layers.Conv2D, inputs: tf.Tensor, channels: Un
     """(B, H, W, Cin) -> (B, H', W', 1): slot b convolved with kernel channels[b] only."""
     units = tf.convert_to_tensor(channels)
     kernels = tf.gather(layer.kernel, units, axis=3)  # (kh, kw, Cin, B): slot b uses kernel channels[b]
-    if inputs.shape[-1] < MATMUL_MIN_DEPTH:
-        out = _grouped_conv(layer, inputs, kernels)
-    else:
-        out = _matmul_conv(layer, inputs, kernels)
+    out = _matmul_conv(layer, inputs, kernels)
     return out + tf.reshape(tf.gather(layer.bias, units), [-1, 1, 1, 1]) if layer.use_bias else out
-
-
-def _grouped_conv(layer: keras.layers.Conv2D, inputs: tf.Tensor, kernels: tf.Tensor) -> tf.Tensor:
-    """One grouped convolution of the batch folded into channels (1 x H x W x B*Cin, B groups)."""
-    batch, height, width, depth = inputs.shape
-    folded = tf.reshape(tf.transpose(inputs, [1, 2, 0, 3]), [1, height, width, batch * depth])
-    out = tf.nn.conv2d(folded, kernels, layer.strides, layer.padding.upper(), dilations=layer.dilation_rate)
-    return tf.transpose(out, [3, 1, 2, 0])
 
 
 def _matmul_conv(layer: keras.layers.Conv2D, inputs: tf.Tensor, kernels: tf.Tensor) -> tf.Tensor:
