@@ -16,8 +16,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .layers import class_probabilities, output_is_probability
-from .projections import batch_rows, logit_model
+from .model import Network
+from .projections import batch_rows
 
 
 @dataclass
@@ -41,14 +41,16 @@ def class_scores(logits: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
 class Attributor:
     """Gradients of class logits for batches of images, from a linear-output clone."""
 
-    def __init__(self, model: keras.Model, layer_name: str | None = None) -> None:
-        clone = logit_model(model)
+    def __init__(self, model: keras.Model | Network, layer_name: str | None = None) -> None:
+        network = Network.of(model)
+        graph = network.logits_graph
         self.layer = layer_name
-        conv = clone.get_layer(layer_name).output if layer_name else clone.output
-        extractor = keras.Model(clone.input, [clone.output, conv])
-        size = model.input_shape[1:3]
+        output = graph[graph.output].tensor
+        conv = graph[network.read_point(layer_name)].tensor if layer_name else output
+        extractor = keras.Model(graph.input, [output, conv])
+        size = network.image_shape[:2]
 
-        @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:]), tf.float32),
+        @tf.function(input_signature=[tf.TensorSpec((None, *network.image_shape), tf.float32),
                                       tf.TensorSpec((None,), tf.int32)])
         def gradients(x: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             with tf.GradientTape() as tape:
@@ -105,15 +107,6 @@ class Attributor:
         )
 
 
-def probabilities(model: keras.Model, x: np.ndarray) -> np.ndarray:
-    """(N, classes) probabilities, softmaxed when the model outputs logits."""
-    p = class_probabilities(model, x)
-    if not output_is_probability(model) and p.shape[1] > 1:
-        e = np.exp(p - p.max(axis=1, keepdims=True))
-        p = e / e.sum(axis=1, keepdims=True)
-    return p
-
-
 @dataclass
 class Deletion:
     """Class probability (and pre-softmax score) before and after zeroing a fraction of the pixels."""
@@ -125,7 +118,7 @@ class Deletion:
     score_drop_random: np.ndarray | None = None
 
 
-def deletion_test(model: keras.Model, x: np.ndarray, classes: np.ndarray, heat: np.ndarray,
+def deletion_test(model: keras.Model | Network, x: np.ndarray, classes: np.ndarray, heat: np.ndarray,
                   fraction: float = 0.2, trials: int = 4, seed: int = 0,
                   attributor: Attributor | None = None) -> Deletion:
     """Zero the `fraction` of pixels (all channels) `heat` ranks highest, and as
@@ -144,7 +137,7 @@ def deletion_test(model: keras.Model, x: np.ndarray, classes: np.ndarray, heat: 
     variants = base * masks.reshape(-1, h, w, 1)
     everything = np.concatenate([x, variants])
     rows = np.concatenate([classes, classes, np.repeat(classes, trials)])
-    p = probabilities(model, everything)[np.arange(len(rows)), rows]
+    p = Network.of(model).probabilities(everything)[np.arange(len(rows)), rows]
     drops = _drops(p, n, trials)
     score_drops = _drops(attributor.scores(everything, rows), n, trials) if attributor else (None, None)
     return Deletion(p[:n], *drops, *score_drops)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -46,8 +47,13 @@ def config_option(f):
 @click.option("--seed", type=int, help="Random seed for training and visualizations (default: from config, else 0).")
 @click.option("--dream-image", type=click.Path(dir_okay=False, path_type=Path),
               help="Photo for DeepDream (default: a sample image shipped with scikit-image).")
+@click.option("--input-range", callback=lambda ctx, param, value: parse_range(value), metavar="LOW,HIGH",
+              help="Pixel values the model was trained on, e.g. 0,255 or -1,1 (default: detected from a "
+                   "Rescaling or Normalization layer at the model's start, else 0,1).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
-def build(config_path, models, model_file, dataset, name, out, retrain, force, quick, seed, dream_image, quiet) -> None:
+@click.option("--debug", is_flag=True, help="Show the full traceback of an unexpected error.")
+def build(config_path, models, model_file, dataset, name, out, retrain, force, quick, seed, dream_image, input_range,
+          quiet, debug) -> None:
     """Train or load each model, run every visualization and write the site.
 
     \b
@@ -63,8 +69,10 @@ def build(config_path, models, model_file, dataset, name, out, retrain, force, q
     progress.set_quiet(quiet)
     config = load_config(config_path)
     specs = select_models(config, models, model_file, dataset, name)
-    if dream_image is not None:
-        specs = [ModelSpec(**{**vars(s), "dream_image": str(dream_image)}) for s in specs]
+    overrides = {"dream_image": str(dream_image) if dream_image else None, "input_range": input_range}
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if overrides:
+        specs = [ModelSpec(**{**vars(s), **overrides}) for s in specs]
     options = BuildOptions(
         out=out or config.resolve(config.out),
         cache_dir=config.resolve(config.cache_dir),
@@ -78,6 +86,20 @@ def build(config_path, models, model_file, dataset, name, out, retrain, force, q
     for report in reports:
         progress.log(f"{report['model']['name']}: test accuracy {report['metrics']['test_accuracy']:.4f}")
     click.echo(f"Site written to {options.out / 'index.html'}")
+
+
+def parse_range(value: str | None) -> list[float] | None:
+    """"0,255" -> [0.0, 255.0]."""
+    if value is None:
+        return None
+    try:
+        low, high = (float(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not LOW,HIGH (e.g. 0,255 or -1,1)",
+                                 param_hint="'--input-range'") from None
+    if not low < high:
+        raise click.BadParameter(f"{value!r}: LOW must be below HIGH", param_hint="'--input-range'")
+    return [low, high]
 
 
 def select_models(config: Config, names: tuple[str, ...], model_file: Path | None, dataset: str | None,
@@ -168,7 +190,9 @@ def serve(config_path, out, port) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: click without its multi-line usage errors."""
+    """Entry point: click without its multi-line usage errors, and every failure as one `Error:` line
+    (`--debug` shows the traceback of an unexpected one)."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
         code = cli.main(args=argv, prog_name="reportgen", standalone_mode=False)
     except click.UsageError as exc:
@@ -178,6 +202,12 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, click.Abort):
         click.echo("Error: interrupted; the site is as it was before this model's build", err=True)
         sys.exit(130)
+    except Exception as exc:
+        if "--debug" in argv:
+            traceback.print_exc()
+        detail = " ".join(str(exc).split())[:300]
+        fail(f"{type(exc).__name__}: {detail} (an unexpected error: the site is as it was before this model's "
+             "build; --debug shows where it happened)")
     sys.exit(code or 0)
 
 

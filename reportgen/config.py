@@ -36,6 +36,8 @@ class ModelSpec:
     dream_image: str | None = None
     description: str = ""
     feature_vis: dict[str, Any] = field(default_factory=dict)  # FeatVisSettings overrides, e.g. {steps = 256}
+    input_range: list[float] | None = None  # pixel values the model was trained on, e.g. [0, 255]; None: detected
+    budget: dict[str, Any] = field(default_factory=dict)  # Budget overrides for large models, e.g. {layers = 8}
 
     @property
     def slug(self) -> str:
@@ -96,6 +98,8 @@ FEATURE_VIS_KEYS = {"steps": int, "warmup_steps": int, "settle_steps": int, "par
                     "leak": float, "zoom": float, "degrees": float, "scales": list, "total_variation": float,
                     "l2": float, "blur": float, "chunk_size": int}
 PARAMETERIZATIONS = ("auto", "fft", "pixel")
+BUDGET_KEYS = {"layers": int, "units": int, "choose": str}
+BUDGET_CHOICES = ("activation", "even")
 MODEL_FIELDS = {f.name: f for f in dataclasses.fields(ModelSpec)}
 
 
@@ -167,6 +171,14 @@ def _check_field(key: str, value: Any, where: str, source: str) -> None:
     if key == "feature_vis":
         _check_feature_vis(value, where, source)
         return
+    if key == "budget":
+        _check_budget(value, where, source)
+        return
+    if key == "input_range":
+        if (isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value)
+                and value[0] < value[1]):
+            return
+        raise ReportgenError(f"{source}: 'input_range' in {where} must be two numbers, low < high, e.g. [0, 255]")
     if key == "compare_classes":
         if isinstance(value, list) and all(_is_int(v) for v in value):
             return
@@ -194,6 +206,20 @@ def _check_feature_vis(value: Any, where: str, source: str) -> None:
             raise ReportgenError(f"{source}: {label} must be at least {least}, not {setting}")
         if key == "learning_rate" and setting == 0:
             raise ReportgenError(f"{source}: {label} must be more than 0")
+
+
+def _check_budget(value: Any, where: str, source: str) -> None:
+    if not isinstance(value, dict):
+        raise ReportgenError(f"{source}: 'budget' in {where} must be a table, e.g. {{ layers = 8, units = 256 }}")
+    for key, setting in value.items():
+        label = f"'budget.{key}' in {where}"
+        if key not in BUDGET_KEYS:
+            raise ReportgenError(f"{source}: unknown key {label} (known: {', '.join(BUDGET_KEYS)})")
+        _check_type(setting, BUDGET_KEYS[key], label, source)
+        if key == "choose" and setting not in BUDGET_CHOICES:
+            raise ReportgenError(f"{source}: {label} must be one of {', '.join(BUDGET_CHOICES)}, not {setting!r}")
+        if key != "choose" and setting < 1:
+            raise ReportgenError(f"{source}: {label} must be at least 1, not {setting}")
 
 
 def _check_type(value: Any, expected: type, label: str, source: str) -> None:

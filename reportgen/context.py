@@ -12,10 +12,11 @@ import keras
 import matplotlib
 import numpy as np
 
+from .budget import Budget, Plan, plan
 from .config import ModelSpec
 from .data import Dataset
 from .imaging import save_png
-from .layers import ChannelStats, channel_stats, conv_layers
+from .model import ChannelStats, Network
 from .slugs import slugify
 
 matplotlib.use("Agg")
@@ -23,12 +24,12 @@ matplotlib.use("Agg")
 
 @dataclass
 class ModelContext:
-    """Everything a section needs about one model. Sections never mutate `model`
-    (clone it to swap activations) and write files only through `save_*`."""
+    """Everything a section needs about one model. Sections read the model through `network` (its flat
+    graph, units, input range and surgery), never change it, and write files only through `save_*`."""
 
     spec: ModelSpec
-    model: keras.Model
-    data: Dataset  # x_test / x_train already fitted to the model's input shape
+    network: Network
+    data: Dataset  # x_test / x_train in [0, 1], already fitted to the model's input shape
     out_dir: Path  # the model's site folder being built (a temporary folder)
     probabilities: np.ndarray  # (N_test, num_classes), the whole test set in one predict
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -36,15 +37,27 @@ class ModelContext:
     quick: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # results one section shares with a later one
 
+    @property
+    def model(self) -> keras.Model:
+        return self.network.model
+
     @cached_property
     def predictions(self) -> np.ndarray:
         return self.probabilities.argmax(axis=1)
 
     @cached_property
     def conv_stats(self) -> dict[str, ChannelStats]:
-        """Every conv layer's per-image channel means and maxima over the test set, in one pass
-        that the sections share."""
-        return channel_stats(self.model, [layer.name for layer in conv_layers(self.model)], self.data.x_test)
+        """Every conv layer's per-image channel means and maxima over the test set (read at its units'
+        point), keyed by the conv's path, in one pass that the sections share."""
+        units = self.network.units
+        stats = self.network.channel_stats([unit.point.path for unit in units], self.data.x_test)
+        return {unit.path: stats[unit.point.path] for unit in units}
+
+    @cached_property
+    def plan(self) -> Plan:
+        """The conv layers and units with full galleries, within the model's budget."""
+        budget = Budget(**{"per_layer": self.spec.max_units, **self.spec.budget})
+        return plan(self.network.units, budget, self.conv_stats if budget.choose == "activation" else None)
 
     @cached_property
     def representatives(self) -> dict[int, int]:

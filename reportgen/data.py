@@ -25,7 +25,9 @@ FOLDER_IMAGE_SIZE = (150, 150)
 
 @dataclass
 class Dataset:
-    """Train and test arrays, float32 in [0, 1], images (N, H, W, C), integer labels."""
+    """Train and test arrays, float32 in [0, 1], images (N, H, W, C), integer labels. For a report on a
+    saved model the test images are fitted to the model's input (`fit_to_model`); the training images
+    keep the dataset's own size."""
 
     name: str
     x_train: np.ndarray

@@ -5,9 +5,8 @@ divided by its mean magnitude and a random roll each step, then upscale and
 re-add the detail the downscaling lost. The ascent loop is one `tf.function`
 whose input signature has free spatial dims, so octaves never retrace.
 
-Zoo models have fixed input sizes, so octaves above the input size run on a
-fully-convolutional copy of the layers up to the target layers, rebuilt on an
-input of any size.
+Zoo models have fixed input sizes, so octaves above the input size run on the
+model traced on an input of any size, up to the target layers.
 """
 
 from __future__ import annotations
@@ -21,9 +20,8 @@ import tensorflow as tf
 from PIL import Image
 
 from . import progress
-from .dataset_examples import layer_chain, receptive_field
 from .errors import ReportgenError
-from .projections import chain_model
+from .model import Network
 
 DEFAULT_PHOTO = "chelsea"  # skimage.data sample images ship inside the wheel: no download
 GRAY = np.array([0.299, 0.587, 0.114], np.float32)
@@ -61,21 +59,18 @@ def fit_photo(photo: np.ndarray, channels: int, aspect: float = 1.0) -> np.ndarr
     return photo
 
 
-def dream_extractor(model: keras.Model, layer_names: list[str]) -> tuple[keras.Model, bool]:
-    """A model from an image to the named layers' outputs, and whether it takes any size.
+def dream_extractor(model: keras.Model | Network, layer_names: list[str]) -> tuple[keras.Model, bool]:
+    """A model from an image to the named conv layers' units, and whether it takes any size.
 
-    The fully-convolutional version re-applies fresh copies of the chain of
-    layers (with the trained weights) on a `keras.Input((None, None, C))`; a
-    branching graph falls back to the model's own fixed input.
+    It is the model traced on an input of free size when every named layer can be reached that way
+    (a fully convolutional trunk), else the model at its own input size.
     """
-    deepest = max(layer_names, key=lambda name: model.layers.index(model.get_layer(name)))
-    chain = layer_chain(model, deepest)
-    if chain is not None and all(model.get_layer(n) in chain for n in layer_names):
-        try:
-            return chain_model(chain, (None, None, model.input_shape[-1]), layer_names), True
-        except (ValueError, TypeError, NotImplementedError) as exc:
-            progress.log(f"    deepdream: no fully-convolutional copy ({type(exc).__name__}); using the input size")
-    return keras.Model(model.input, [model.get_layer(n).output for n in layer_names]), False
+    network = Network.of(model)
+    points = [network.read_point(name) for name in layer_names]
+    graph = network.any_size_graph
+    any_size = all(graph.available(point) for point in points)
+    graph = graph if any_size else network.graph
+    return keras.Model(graph.input, [graph[point].tensor for point in points]), any_size
 
 
 @dataclass
@@ -97,12 +92,13 @@ class DeepDream:
     DeepDream amplifies); one map is a one-hot weight row, a whole layer a flat one.
     """
 
-    def __init__(self, model: keras.Model, layer_names: list[str]) -> None:
-        self.model, self.layer_names = model, list(layer_names)
-        self.extractor, self.fully_convolutional = dream_extractor(model, self.layer_names)
-        self.input_size = tuple(model.input_shape[1:3])
-        image = tf.TensorSpec((None, None, None, model.input_shape[-1]), tf.float32)
-        weights = [tf.TensorSpec((None, model.get_layer(n).output.shape[-1]), tf.float32) for n in self.layer_names]
+    def __init__(self, model: keras.Model | Network, layer_names: list[str]) -> None:
+        self.network, self.layer_names = Network.of(model), list(layer_names)
+        self.extractor, self.fully_convolutional = dream_extractor(self.network, self.layer_names)
+        self.input_size = tuple(self.network.image_shape[:2])
+        image = tf.TensorSpec((None, None, None, self.network.image_shape[-1]), tf.float32)
+        weights = [tf.TensorSpec((None, self.network.graph[self.network.read_point(n)].tensor.shape[-1]), tf.float32)
+                   for n in self.layer_names]
         scalar = tf.TensorSpec((), tf.float32)
         count = tf.TensorSpec((), tf.int32)
         self._objective = tf.function(self._energy, input_signature=[image, weights])
@@ -152,7 +148,7 @@ class DeepDream:
     def _large_enough(self, size: tuple[int, int]) -> bool:
         """Every target layer still has a map of at least one pixel at this input size."""
         for name in self.layer_names:
-            rf = receptive_field(self.model, name, input_size=size)
+            rf = self.network.receptive_field(self.network.read_point(name), input_size=size)
             if rf is not None and min(rf.output_size) < 1:
                 return False
         return True

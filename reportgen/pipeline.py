@@ -17,7 +17,7 @@ from .context import ModelContext
 from .data import Dataset, fit_to_model, load_dataset
 from .errors import ReportgenError
 from .fingerprint import file_digest, inputs_fingerprint
-from .layers import class_probabilities, output_is_probability
+from .model import Network
 from .render import render_model_pages
 from .report import Section, jsonable
 from .sections import SECTION_BUILDERS
@@ -35,13 +35,16 @@ def build_model_report(spec: ModelSpec, options: BuildOptions, folder: Path,
     """
     start = time.perf_counter()
     with progress.step("loading data and model"):
-        trained, data = load_model_and_data(spec, options)
+        trained, network, data = load_model_and_data(spec, options)
     with progress.step(f"predicting {len(data.x_test):,} test images"):
-        probabilities = predict_probabilities(trained, data)
-    ctx = ModelContext(spec=spec, model=trained.model, data=data, out_dir=folder, probabilities=probabilities,
+        probabilities = predict_probabilities(network, data)
+    ctx = ModelContext(spec=spec, network=network, data=data, out_dir=folder, probabilities=probabilities,
                        history=trained.history, seed=options.seed, quick=options.quick)
+    warnings = [warning for warning in [chance_warning(ctx)] if warning]
+    for warning in warnings:
+        progress.log(f"  warning: {warning}")
     sections = run_sections(ctx)
-    report = assemble_report(ctx, trained, sections, options, time.perf_counter() - start)
+    report = assemble_report(ctx, trained, sections, options, time.perf_counter() - start, warnings)
     baseline = next((r for r in earlier or [] if r["model"].get("weights_sha256") != report["model"]["weights_sha256"]),
                     None)
     if baseline is not None:
@@ -54,31 +57,62 @@ def build_model_report(spec: ModelSpec, options: BuildOptions, folder: Path,
     return report
 
 
-def load_model_and_data(spec: ModelSpec, options: BuildOptions) -> tuple[TrainedModel, Dataset]:
+def load_model_and_data(spec: ModelSpec, options: BuildOptions) -> tuple[TrainedModel, Network, Dataset]:
     """A user's model file decides the image size of folder datasets; zoo models are trained on the data."""
     if spec.model_file:
         trained = load_model_file(Path(spec.model_file))
-        shape = tuple(trained.model.input_shape) if not isinstance(trained.model.input_shape, list) else ()
-        if len(shape) != 4:
-            raise ReportgenError(f"{spec.model_file}: input shape {shape} is not an image (expected (batch, H, W, C))")
-        data = load_dataset(spec.dataset, image_size=shape[1:3] if None not in shape[1:3] else None)
-        data.x_train = fit_to_model(data.x_train, shape)
-        data.x_test = fit_to_model(data.x_test, shape)
-        return trained, data
-    data = load_dataset(spec.dataset)
-    return load_or_train(spec, data, options.cache_dir, options.seed, options.quick, options.retrain), data
+        network = read_network(trained, spec)
+        shape = network.image_shape
+        data = load_dataset(spec.dataset, image_size=shape[:2] if None not in shape[:2] else None)
+        data.x_test = fit_to_model(data.x_test, (None, *shape))  # the training images are not needed
+    else:
+        data = load_dataset(spec.dataset)
+        trained = load_or_train(spec, data, options.cache_dir, options.seed, options.quick, options.retrain)
+        network = read_network(trained, spec)
+    check_classes(network, data)
+    return trained, network, data
 
 
-def predict_probabilities(trained: TrainedModel, data: Dataset) -> np.ndarray:
-    probabilities = class_probabilities(trained.model, data.x_test)
-    if not output_is_probability(trained.model) and probabilities.shape[1] > 1:
-        shifted = probabilities - probabilities.max(axis=1, keepdims=True)
-        probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-    if probabilities.shape[1] != data.num_classes:
-        raise ReportgenError(
-            f"the model has {probabilities.shape[1]} outputs but dataset {data.name!r} has {data.num_classes} classes"
-        )
-    return probabilities
+def read_network(trained: TrainedModel, spec: ModelSpec) -> Network:
+    """The model read as a flat graph, with the input range the config gives or its layers show."""
+    network = Network(trained.model, spec.input_range)
+    if len(network.image_shape) != 3:
+        where = spec.model_file or spec.name
+        raise ReportgenError(f"{where}: input shape {(None, *network.image_shape)} is not an image "
+                             "(expected (batch, H, W, C))")
+    return network
+
+
+def check_classes(network: Network, data: Dataset) -> None:
+    if network.num_classes != data.num_classes:
+        outputs = "1 unit (a binary classifier)" if network.graph[network.graph.output].shape[-1] == 1 else \
+            f"{network.num_classes} classes"
+        raise ReportgenError(f"the model outputs {outputs} but dataset {data.name!r} has {data.num_classes} classes "
+                             f"({', '.join(data.class_names[:12])}{', ...' if data.num_classes > 12 else ''})")
+
+
+def predict_probabilities(network: Network, data: Dataset) -> np.ndarray:
+    """(N_test, classes) probabilities, the images fed in the model's input range."""
+    return network.probabilities(data.x_test)
+
+
+def chance_warning(ctx: ModelContext) -> str | None:
+    """A warning when test accuracy is no better than always answering the most common class: the likely
+    cause is images fed in another pixel range than the model was trained on."""
+    accuracy = float(np.mean(ctx.predictions == ctx.data.y_test))
+    chance = chance_accuracy(ctx.data.y_test)
+    margin = max(0.01, 3 * np.sqrt(chance * (1 - chance) / len(ctx.data.y_test)))
+    if accuracy > chance + margin:
+        return None
+    low_high = ctx.network.input_range.text()
+    return (f"test accuracy {accuracy:.4f} is at chance level ({chance:.4f} by always answering the most common "
+            f"class). The model was fed pixel values in {low_high} ({ctx.network.input_range.source}); if it was "
+            "trained on another range, set input_range (e.g. [0, 255] or [-1, 1]) in reportgen.toml or pass "
+            "--input-range.")
+
+
+def chance_accuracy(labels: np.ndarray) -> float:
+    return float(np.bincount(labels).max() / len(labels))
 
 
 def run_sections(ctx: ModelContext) -> list[Section]:
@@ -93,11 +127,11 @@ def run_sections(ctx: ModelContext) -> list[Section]:
 
 
 def assemble_report(ctx: ModelContext, trained: TrainedModel, sections: list[Section], options: BuildOptions,
-                    seconds: float) -> dict[str, Any]:
+                    seconds: float, warnings: list[str]) -> dict[str, Any]:
     """The machine-readable record of one model's report (report.json)."""
     y, p = ctx.data.y_test, ctx.probabilities
     p_true = np.clip(p[np.arange(len(y)), y], 1e-7, 1.0)
-    spec, model = ctx.spec, ctx.model
+    spec, model, network = ctx.spec, ctx.model, ctx.network
     weights = file_digest(trained.path)
     return {
         "reportgen_version": __version__,
@@ -106,14 +140,18 @@ def assemble_report(ctx: ModelContext, trained: TrainedModel, sections: list[Sec
             "name": spec.name, "slug": spec.slug, "description": spec.description, "dataset": spec.dataset,
             "architecture": spec.architecture, "source": trained.source,
             "model_file": Path(spec.model_file).name if spec.model_file else None,
-            "input_shape": list(model.input_shape[1:]), "class_names": ctx.data.class_names,
-            "params": model.count_params(), "layers": len(model.layers), "weights_sha256": weights,
+            "input_shape": list(network.image_shape), "class_names": ctx.data.class_names,
+            "params": model.count_params(), "layers": len(network.graph.nodes), "weights_sha256": weights,
+            "input_range": [network.input_range.low, network.input_range.high],
+            "input_range_source": network.input_range.source, "output": network.output_kind,
         },
         "metrics": {
             "test_accuracy": float(np.mean(ctx.predictions == y)),
             "test_loss": float(-np.mean(np.log(p_true))),
             "test_images": len(y),
+            "chance_accuracy": chance_accuracy(y),
         },
+        "warnings": warnings,
         "training": {
             "epochs": len(trained.history.get("loss", [])),
             "seconds": trained.seconds,

@@ -10,9 +10,7 @@ Max pooling needs no change: its gradient already routes to the argmax (the
 "switches"), and a convolution's input gradient is the transposed filter. The
 user's model is never touched: the swap happens on a clone with copied weights.
 
-This module also holds the model surgery other visualizations share: the
-ReLU/softmax swap on a clone (`clone_with_activations`, `logit_model`) and a
-chain of layers re-applied to a new input size (`chain_model`).
+The swap itself is model surgery (`model.surgery.relu_gradient`).
 """
 
 from __future__ import annotations
@@ -23,30 +21,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .dataset_examples import crops_are_exact, layer_chain, receptive_field
-
-Activation = Callable[[tf.Tensor], tf.Tensor]
-
-
-@tf.custom_gradient
-def deconvnet_relu(x: tf.Tensor) -> tuple[tf.Tensor, Callable[[tf.Tensor], tf.Tensor]]:
-    """ReLU forward; backward passes relu(dy), ignoring the forward sign."""
-
-    def grad(dy: tf.Tensor) -> tf.Tensor:
-        return tf.nn.relu(dy)
-
-    return tf.nn.relu(x), grad
-
-
-@tf.custom_gradient
-def guided_relu(x: tf.Tensor) -> tuple[tf.Tensor, Callable[[tf.Tensor], tf.Tensor]]:
-    """ReLU forward; backward passes dy only where both dy and x are positive."""
-
-    def grad(dy: tf.Tensor) -> tf.Tensor:
-        return dy * tf.cast(dy > 0, dy.dtype) * tf.cast(x > 0, dy.dtype)
-
-    return tf.nn.relu(x), grad
-
+from .model import Network
+from .model.surgery import RELU_RULES
 
 INPUT_BUDGET = 1 << 22  # input values per gradient batch: ~5000 MNIST images, ~60 colour 150x150 ones
 
@@ -57,109 +33,36 @@ def batch_rows(image_shape: tuple[int, ...], budget: int = INPUT_BUDGET) -> int:
     return max(1, budget // int(np.prod(image_shape)))
 
 
-RULES: dict[str, Activation] = {"deconvnet": deconvnet_relu, "guided": guided_relu}
-
-
-def _is_relu(fn: object) -> bool:
-    return getattr(fn, "__name__", "") == "relu"
-
-
-def _is_plain_relu_layer(layer: keras.layers.Layer) -> bool:
-    """A standalone ReLU with default settings, or Activation('relu')."""
-    if isinstance(layer, keras.layers.ReLU):
-        cfg = layer.get_config()
-        return not cfg.get("max_value") and not cfg.get("negative_slope") and not cfg.get("threshold")
-    return isinstance(layer, keras.layers.Activation) and _is_relu(layer.activation)
-
-
-def _is_probability_activation(fn: object) -> bool:
-    return getattr(fn, "__name__", "") in ("softmax", "sigmoid")
-
-
-def clone_with_activations(model: keras.Model, relu: Activation | None = None, logits: bool = False) -> keras.Model:
-    """A copy of `model` (same weights) with every ReLU replaced by `relu` and,
-    when `logits`, the final softmax/sigmoid made linear.
-
-    ReLUs are found both as a layer's `activation` (Conv2D(..., activation="relu"))
-    and as standalone `ReLU` / `Activation("relu")` layers. Swapping on a clone
-    keeps the user's model exactly as it was.
-    """
-    output_layer = model.layers[-1]
-
-    def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-        last = logits and layer is output_layer
-        if last and (isinstance(layer, keras.layers.Softmax) or (
-                isinstance(layer, keras.layers.Activation) and _is_probability_activation(layer.activation))):
-            return keras.layers.Activation("linear", name=layer.name)
-        if relu is not None and _is_plain_relu_layer(layer):
-            return keras.layers.Activation(relu, name=layer.name)
-        new = layer.__class__.from_config(layer.get_config())
-        activation = getattr(layer, "activation", None)
-        if last and _is_probability_activation(activation):
-            new.activation = keras.activations.linear
-        elif relu is not None and _is_relu(activation):
-            new.activation = relu
-        return new
-
-    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
-    clone.set_weights(model.get_weights())
-    return clone
-
-
-def logit_model(model: keras.Model) -> keras.Model:
-    """The model with a linear last activation: gradients of pre-softmax scores
-    do not vanish when the model is confident."""
-    return clone_with_activations(model, logits=True)
-
-
-def chain_model(chain: list[keras.layers.Layer], input_shape: tuple[int | None, ...], outputs: list[str],
-                copy: bool = True) -> keras.Model:
-    """The layers of `chain` applied in order to a new `keras.Input(input_shape)`,
-    with the named layers as outputs (a single tensor for a single name).
-
-    With free spatial dims this is a model of any input size. `copy` re-creates
-    each layer with the trained weights, so the owner's layers gain no new
-    nodes; without it (for our own clones, whose swapped activations do not
-    serialize) the layers are shared.
-    """
-    inputs = keras.Input(input_shape)
-    x, found = inputs, {}
-    for layer in chain:
-        if copy:
-            fresh = layer.__class__.from_config(layer.get_config())
-            x = fresh(x)
-            fresh.set_weights(layer.get_weights())
-        else:
-            x = layer(x)
-        found[layer.name] = x
-    outputs_ = [found[name] for name in outputs]
-    return keras.Model(inputs, outputs_[0] if len(outputs_) == 1 else outputs_)
-
-
 class Projector:
-    """Projects units of chosen layers back to the input through a ReLU-swapped clone.
+    """Projects units of chosen conv layers back to the input through a ReLU-swapped copy of the model.
 
-    One clone serves every layer; each layer gets its own compiled function,
-    traced once for any batch size. Where a unit is computed from its
-    receptive-field crop alone (valid padding throughout), single-unit
-    projections run on the crops: the same numbers at a fraction of the cost.
+    One copy serves every layer; each layer gets its own compiled function,
+    traced once for any batch size. A conv layer's units are read where
+    `Network.read_point` reads them (after its BatchNormalization and activation).
+    Where a unit is computed from its receptive-field crop alone (valid
+    padding throughout), single-unit projections run on the crops: the same
+    numbers at a fraction of the cost.
     """
 
-    def __init__(self, model: keras.Model, layer_names: list[str], rule: str = "deconvnet") -> None:
-        if rule not in RULES:
-            raise ValueError(f"unknown projection rule {rule!r} (known: {', '.join(RULES)})")
+    def __init__(self, model: keras.Model | Network, layer_names: list[str], rule: str = "deconvnet") -> None:
+        if rule not in RELU_RULES:
+            raise ValueError(f"unknown projection rule {rule!r} (known: {', '.join(RELU_RULES)})")
+        network = Network.of(model)
         self.rule = rule
-        clone = clone_with_activations(model, relu=RULES[rule])
-        shape = tuple(model.input_shape[1:])
-        self._full = {name: _compile(keras.Model(clone.input, clone.get_layer(name).output), shape)
-                      for name in layer_names}
-        self._fields = {name: receptive_field(model, name) for name in layer_names}
+        graph = network.relu_graph(rule)
+        shape = network.image_shape
+        points = {name: network.read_point(name) for name in layer_names}
+        self._full = {name: _compile(graph.model(point), shape) for name, point in points.items()}
+        self._fields = {name: network.receptive_field(point) for name, point in points.items()}
         self._windows = {}
+        window_graph = None
         for name, rf in self._fields.items():
-            if rf is not None and crops_are_exact(model, name):
-                window = chain_model(layer_chain(clone, name), (*rf.size, shape[-1]), [name], copy=False)
-                if tuple(window.output.shape[1:3]) == (1, 1):
-                    self._windows[name] = _compile(window, (*rf.size, shape[-1]))
+            if rf is not None and network.crops_are_exact(points[name]):
+                window_graph = window_graph or network.relu_graph(rule, any_size=True)
+                crop_shape = (*rf.size, shape[-1])
+                window = window_graph.model(points[name])
+                if tuple(window.compute_output_shape((1, *crop_shape))[1:3]) == (1, 1):
+                    self._windows[name] = _compile(window, crop_shape)
 
     def uses_crops(self, layer_name: str) -> bool:
         """Whether single-unit projections of this layer run on receptive-field crops."""

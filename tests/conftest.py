@@ -27,7 +27,7 @@ import keras  # noqa: E402
 from reportgen.config import ModelSpec  # noqa: E402
 from reportgen.context import ModelContext  # noqa: E402
 from reportgen.data import Dataset  # noqa: E402
-from reportgen.layers import class_probabilities  # noqa: E402
+from reportgen.model import Network  # noqa: E402
 
 
 def tiny_cnn(input_shape=(12, 12, 1), num_classes: int = 3, seed: int = 0) -> keras.Model:
@@ -55,8 +55,9 @@ def tiny_context(tmp_path) -> ModelContext:
     model = tiny_cnn()
     data = tiny_dataset()
     spec = ModelSpec(name="tiny", dataset="mnist", architecture="mnist_3conv", compare_classes=[0, 1])
-    return ModelContext(spec=spec, model=model, data=data, out_dir=tmp_path,
-                        probabilities=class_probabilities(model, data.x_test))
+    network = Network(model)
+    return ModelContext(spec=spec, network=network, data=data, out_dir=tmp_path,
+                        probabilities=network.probabilities(data.x_test))
 
 
 def generate(work: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:

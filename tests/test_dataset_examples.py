@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from reportgen.dataset_examples import RunningTopK, dataset_top_k, receptive_field
+from reportgen.dataset_examples import RunningTopK, dataset_top_k
+from reportgen.model import Network
 from reportgen.render import render_page
 from reportgen.sections import units
 
@@ -31,7 +32,7 @@ def geometry_model() -> keras.Model:
 @pytest.mark.parametrize("layer", ["same3", "zpad", "same_s2", "avg", "dilated", "crop", "act", "valid_s2"])
 def test_receptive_field_box_matches_the_gradient(layer):
     model = geometry_model()
-    rf = receptive_field(model, layer)
+    rf = Network(model).receptive_field(layer)
     extractor = keras.Model(model.input, model.get_layer(layer).output)
     assert rf.output_size == tuple(extractor.output.shape[1:3])
     h, w = rf.output_size
@@ -55,7 +56,7 @@ def test_receptive_field_box_matches_the_gradient(layer):
 
 def test_receptive_field_crop_pads_outside_the_image():
     model = geometry_model()
-    rf = receptive_field(model, "same3")
+    rf = Network(model).receptive_field("same3")
     image = np.arange(23 * 21, dtype=np.float32).reshape(1, 23, 21, 1)
     crop = rf.crop(image, np.array([[0, 5]]), fill=-1)
     assert crop.shape == (1, 3, 3, 1)

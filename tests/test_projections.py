@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from reportgen.dataset_examples import layer_chain, receptive_field
-from reportgen.projections import Projector, clone_with_activations, logit_model
+from reportgen.model import Network
+from reportgen.model.graph import INPUT
+from reportgen.projections import Projector
 
 
 def relu_as_activation() -> keras.Model:
@@ -38,7 +39,7 @@ def standalone_relu() -> keras.Model:
 @pytest.mark.parametrize(("build", "layer"), [(relu_as_activation, "c2"), (standalone_relu, "r2")])
 def test_projection_is_zero_outside_the_receptive_field(build, layer, rule):
     model = build()
-    rf = receptive_field(model, layer)
+    rf = Network(model).receptive_field(layer)
     h, w = rf.output_size
     positions = np.array([(y, x) for y in range(h) for x in range(w)])
     images = np.random.default_rng(0).random((len(positions), *model.input_shape[1:]), dtype=np.float32)
@@ -58,7 +59,7 @@ def test_crop_projections_equal_cropped_full_projections(rule):
     model = standalone_relu()  # valid padding throughout: crops are exact
     relu_same = relu_as_activation()  # same padding: crops of full projections
     for m, layer, crops_used in ((model, "r2", True), (model, "p1", True), (relu_same, "c2", False)):
-        rf = receptive_field(m, layer)
+        rf = Network(m).receptive_field(layer)
         rng = np.random.default_rng(4)
         positions = np.stack([rng.integers(0, n, 6) for n in rf.output_size], axis=1)
         images = rng.random((6, *m.input_shape[1:]), dtype=np.float32)
@@ -75,7 +76,7 @@ def test_whole_map_projection_covers_more_than_one_unit():
     images = np.random.default_rng(1).random((2, 16, 16, 1), dtype=np.float32)
     projector = Projector(model, ["c2"], "deconvnet")
     whole = projector.project("c2", images, [0, 1])
-    rf = receptive_field(model, "c2")
+    rf = Network(model).receptive_field("c2")
     single = projector.project("c2", images, [0, 1], np.array([[0, 0], [0, 0]]))
     assert np.abs(whole[..., 0])[:, ~rf.mask(0, 0)].max() > 0
     assert np.abs(single[..., 0])[:, ~rf.mask(0, 0)].max() == 0
@@ -135,7 +136,8 @@ def test_the_users_model_is_not_modified(build):
     before_grad = plain_gradient()
     for rule in ("deconvnet", "guided"):
         Projector(model, ["c2"], rule).project("c2", x, [0, 1, 2])
-    logit_model(model)
+    Network(model).logits_model()
+    Network(model).relu_graph("guided", any_size=True)
     assert [type(layer) for layer in model.layers] == types
     assert {layer.name: getattr(layer, "activation", None) for layer in model.layers} == activations
     assert all(np.array_equal(a, b) for a, b in zip(before_weights, model.get_weights()))
@@ -146,22 +148,27 @@ def test_the_users_model_is_not_modified(build):
 def test_logit_clone_gives_the_pre_softmax_scores():
     model = standalone_relu()
     x = np.random.default_rng(3).random((4, 15, 15, 3), dtype=np.float32)
-    logits = logit_model(model)(x).numpy()
+    logits = Network(model).logits_model()(x).numpy()
     np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
     assert not np.allclose(logits.sum(axis=1), 1.0)
 
 
-def test_clone_swaps_every_relu():
-    clone = clone_with_activations(standalone_relu(), relu=tf.nn.relu6)
-    swapped = [layer.name for layer in clone.layers if getattr(layer, "activation", None) is tf.nn.relu6]
-    assert swapped == ["r1", "r2"]
+def test_relu_graph_swaps_every_relu_and_nothing_else():
+    """A plain ReLU gets the rule's gradient whether it is its own layer or a conv's activation;
+    the user's layers keep theirs."""
+    for build, relus in ((standalone_relu, {"r1", "r2"}), (relu_as_activation, {"c1", "c2"})):
+        model = build()
+        graph = Network(model).relu_graph("deconvnet")
+        swapped = {node.path for node in graph.nodes.values()
+                   if node.path != INPUT and node.tensor._keras_history.operation is not node.layer}
+        assert swapped == relus
 
 
-def test_layer_chain_is_none_for_a_branching_model():
+def test_receptive_field_is_the_union_over_a_residual_merge():
     inputs = keras.Input((8, 8, 1))
     a = keras.layers.Conv2D(2, 3, padding="same", name="a")(inputs)
-    b = keras.layers.Conv2D(2, 3, padding="same", name="b")(inputs)
+    b = keras.layers.Conv2D(2, 5, padding="same", name="b")(inputs)
     model = keras.Model(inputs, keras.layers.Add(name="sum")([a, b]))
-    assert [layer.name for layer in layer_chain(model, "a")] == ["a"]
-    assert layer_chain(model, "sum") is None
-    assert receptive_field(model, "sum") is None
+    network = Network(model)
+    assert network.receptive_field("a").size == (3, 3)
+    assert network.receptive_field("sum").size == (5, 5)

@@ -5,7 +5,6 @@ import numpy as np
 from PIL import Image
 
 from reportgen.imaging import maps_to_tiles
-from reportgen.layers import channel_stats, layer_outputs
 from reportgen.sections import activations, class_maps, confusion, kernels, summary
 
 
@@ -69,7 +68,7 @@ def test_kernel_numbers_match_the_weights(tiny_context):
 def test_compare_classes_picks_the_filter_that_differs_most(tiny_context):
     ctx = tiny_context
     section = class_maps.build(ctx)
-    means = channel_stats(ctx.model, ["conv_a"], ctx.data.x_test)["conv_a"].mean
+    means = ctx.network.channel_stats(["conv_a"], ctx.data.x_test)["conv_a"].mean
     diff = means[ctx.data.y_test == 0].mean(axis=0) - means[ctx.data.y_test == 1].mean(axis=0)
     chosen = section.data["compare"]["layers"][0]
     assert chosen["filter"] == int(np.argmax(np.abs(diff)))
@@ -79,7 +78,7 @@ def test_compare_classes_picks_the_filter_that_differs_most(tiny_context):
 
 def test_channel_stats_are_each_images_spatial_mean_and_max_in_one_pass(tiny_context):
     ctx = tiny_context
-    maps = layer_outputs(ctx.model, ["conv_a", "conv_b"], ctx.data.x_test)
+    maps = ctx.network.outputs(["conv_a", "conv_b"], ctx.data.x_test)
     for name, stats in ctx.conv_stats.items():
         np.testing.assert_allclose(stats.mean, maps[name].mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(stats.max, maps[name].max(axis=(1, 2)), rtol=1e-5, atol=1e-6)

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..layers import class_probabilities
+from ..model import Network
 from ..projections import batch_rows
 from .objectives import LOGITS, Objective, channel, class_logit, layer_mean, neuron
 from .probes import PLAIN, LayerPath, Probe, layer_path, layer_probe, logit_probe
@@ -53,46 +53,56 @@ def canvas_size(probe: Probe, settings: FeatVisSettings) -> tuple[int, int]:
     return height, width
 
 
-def visualize_model(model: keras.Model, units: Mapping[str, np.ndarray | None],
+def visualize_model(model: keras.Model | Network, units: Mapping[str, np.ndarray | None],
                     settings: FeatVisSettings | None = None, seed: int = 0) -> dict[str, FilterImages]:
     """Filters of several layers and the classes (key LOGITS), all in as few optimisations as canvas
-    sizes and `settings.chunk_size` allow; `units[name]` None means all of them.
+    sizes and `settings.chunk_size` allow; `units[name]` None means all of them. A layer is named by its
+    path in the model (`Network.units`: nested layers as "base/conv"); a Keras model is read as
+    `Network.of(model)`.
 
     One optimisation for a whole model costs one compiled loop instead of one per layer, and a
     unit's image is the same as when it is rendered alone (see render).
     """
     settings = settings or FeatVisSettings()
-    wanted = {name: _all_units(model, name) if chosen is None else np.asarray(chosen) for name, chosen in units.items()}
-    logits = logit_probe(model) if LOGITS in wanted else None
-    paths = {name: layer_path(model, name) for name in wanted if name != LOGITS}  # built once per layer
-    whole = {name: layer_probe(model, name, path=paths[name]) if name in paths else logits for name in wanted}
+    network = Network.of(model)
+    wanted = {name: _all_units(network, name) if chosen is None else np.asarray(chosen)
+              for name, chosen in units.items()}
+    logits = logit_probe(network) if LOGITS in wanted else None
+    paths = {name: layer_path(network, name) for name in wanted if name != LOGITS}  # built once per layer
+    whole = {name: layer_probe(network, name, path=paths[name]) if name in paths else logits for name in wanted}
     by_canvas: dict[tuple[int, int], list[tuple[str, int]]] = {}
     for name, chosen in wanted.items():
         by_canvas.setdefault(canvas_size(whole[name], settings), []).extend((name, int(unit)) for unit in chosen)
     rendered: dict[str, list[RenderResult]] = {name: [] for name in wanted}
     for size, slots_wanted in by_canvas.items():
-        chunk_size = min(settings.chunk_size, batch_rows((*size, model.input_shape[-1])))  # large canvases: fewer
+        chunk_size = min(settings.chunk_size, batch_rows((*size, network.image_shape[-1])))  # large canvases: fewer
         for start in range(0, len(slots_wanted), chunk_size):
             chunk = slots_wanted[start : start + chunk_size]
             runs = [(name, [unit for _, unit in run]) for name, run in groupby(chunk, key=lambda slot: slot[0])]
-            parts = [unit_part(model, name, len(run), settings, paths.get(name), logits) for name, run in runs]
+            parts = [unit_part(network, name, len(run), settings, paths.get(name), logits) for name, run in runs]
             probe, objective = stack(parts)
             result = render_units(probe, objective, size, settings, [part.slots for part in parts],
                                   np.array([unit for _, unit in chunk]), seed)
             offsets = np.cumsum([0] + [len(run) for _, run in runs])
             for (name, _), a, b in zip(runs, offsets[:-1], offsets[1:]):
                 rendered[name].append(RenderResult(result.images[a:b], result.values[a:b]))
-    return {name: _proof(model, whole[name], name, wanted[name], rendered[name]) for name in wanted}
+    return {name: _proof(network, whole[name], name, wanted[name], rendered[name]) for name in wanted}
 
 
-def _all_units(model: keras.Model, name: str) -> np.ndarray:
+def _all_units(network: Network, name: str) -> np.ndarray:
     if name == LOGITS:
-        return np.arange(max(model.output_shape[-1], 2))  # a single sigmoid unit still has two classes
-    return np.arange(model.get_layer(name).output.shape[-1])
+        return np.arange(network.num_classes)  # a single sigmoid unit still has two classes
+    return np.arange(_width(network, name))
 
 
-def unit_part(model: keras.Model, name: str, size: int, settings: FeatVisSettings, path: LayerPath | None = None,
-              logits: Probe | None = None) -> Part:
+def _width(network: Network, name: str) -> int:
+    """Units of a conv layer (read at its activated output) or a dense layer."""
+    unit = next((u for u in network.units if u.path == name), None)
+    return unit.channels if unit is not None else int(network.graph[name].shape[-1])
+
+
+def unit_part(model: keras.Model | Network, name: str, size: int, settings: FeatVisSettings,
+              path: LayerPath | None = None, logits: Probe | None = None) -> Part:
     """`size` slots of a layer's filters (a probe keeping only each slot's own channel) or of the
     classes (`name` LOGITS), as the engine optimises them; `path` and `logits` reuse what is built."""
     slots = tf.Variable(tf.zeros([size], tf.int32))
@@ -101,23 +111,24 @@ def unit_part(model: keras.Model, name: str, size: int, settings: FeatVisSetting
     return Part(layer_probe(model, name, settings.leak, channels=slots, path=path), channel(name, 0), slots)
 
 
-def _proof(model: keras.Model, probe: Probe, name: str, units: np.ndarray, results: list[RenderResult]) -> FilterImages:
+def _proof(network: Network, probe: Probe, name: str, units: np.ndarray, results: list[RenderResult]
+           ) -> FilterImages:
     """The images with their numbers: each filter's peak activation, or each class's probability."""
     images = np.concatenate([r.images for r in results])
     values = np.concatenate([r.values for r in results])
     if name == LOGITS:
-        probabilities = class_probabilities(model, images)[np.arange(len(units)), units]
+        probabilities = network.probabilities(images)[np.arange(len(units)), units]
         return FilterImages(units, images, values, probability=probabilities)
     return FilterImages(units, images, values, spatial_max(probe, name, images, units))
 
 
-def visualize_filters(model: keras.Model, layer_name: str, units: np.ndarray | None = None,
+def visualize_filters(model: keras.Model | Network, layer_name: str, units: np.ndarray | None = None,
                       settings: FeatVisSettings | None = None, seed: int = 0) -> FilterImages:
     """Every filter of a conv layer (or the given ones), optimised together."""
     return visualize_model(model, {layer_name: units}, settings, seed)[layer_name]
 
 
-def visualize_classes(model: keras.Model, classes: np.ndarray | None = None,
+def visualize_classes(model: keras.Model | Network, classes: np.ndarray | None = None,
                       settings: FeatVisSettings | None = None, seed: int = 0) -> FilterImages:
     """One image per class maximising its logit, with the real model's probability for it."""
     return visualize_model(model, {LOGITS: classes}, settings, seed)[LOGITS]

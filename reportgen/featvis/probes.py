@@ -1,7 +1,8 @@
 """Probes: from a batch of images to the activations an objective reads.
 
 A layer probe runs the model up to the target layer's input, then the target
-layer itself in two halves, its linear part and its activation, so the render
+layer itself in two halves: its linear part (with the BatchNormalization that
+follows a conv in modern blocks) and its activation, so the render
 can optimise the pre-activation for the first (warm-up) steps and for any map
 that is still zero everywhere: such a ReLU unit has zero gradient and would
 never start (Lucid's redirected ReLU has the same purpose). While optimising,
@@ -9,9 +10,9 @@ the activation also keeps a little of its negative side (`leak`), so positions
 that are off still pull the image toward turning them on: a first-layer filter
 then tiles its pattern over the whole canvas instead of settling where it
 first fired. The proof numbers are always measured on the plain activation. The user's model is only
-read, never changed. For a plain chain of layers the probe takes images of any
-size, so large colour models are optimised on a canvas about the size of the
-deepest receptive field instead of the full input.
+read, never changed. Where every layer up to the target takes any input size
+(a fully convolutional trunk), the probe does too, so large colour models are
+optimised on a small canvas instead of the full input.
 
 A filter gallery needs one map per batch slot, so a probe given `channels`
 (one unit per slot) computes only that map: a plain Conv2D with each slot's
@@ -31,8 +32,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..dataset_examples import layer_chain
-from ..projections import chain_model, logit_model
+from ..model import INPUT, Network, Node
+from ..model.surgery import per_channel_affine, with_activation
 from .objectives import LOGITS, Units
 
 PLAIN, OPTIMISE, WARM_UP = 0, 1, 2
@@ -52,39 +53,48 @@ class Probe:
 
 @dataclass(frozen=True)
 class LayerPath:
-    """What a layer probe runs: the model up to the layer's input, the layer's linear part and its
-    activation. Building it copies weights, so probes of one layer with different `channels` share it."""
+    """What a layer probe runs: the model up to the layer's input, the layer's linear part, the per-channel
+    affine of a BatchNormalization after it (None without one), and its activation. Building it copies
+    weights, so probes of one layer with different `channels` share it."""
 
     layer: keras.layers.Layer
     upstream: Callable[..., tf.Tensor]
     linear: keras.layers.Layer
+    affine: tuple[np.ndarray, np.ndarray] | None
     activation: Callable[[tf.Tensor], tf.Tensor]
     input_shape: tuple[int, int, int]
     any_size: bool
 
 
-def layer_path(model: keras.Model, layer_name: str) -> LayerPath:
-    layer = model.get_layer(layer_name)
-    chain = layer_chain(model, layer_name)
-    colours = model.input_shape[-1]
-    if chain is not None and len(chain) == 1:
-        upstream, any_size = (lambda x, training=False: x), True
-    elif chain is not None:
-        upstream, any_size = chain_model(chain[:-1], (None, None, colours), [chain[-2].name]), True
+def layer_path(model: keras.Model | Network, layer_name: str) -> LayerPath:
+    """The path to a conv layer's units (read after its BatchNormalization and activation, as
+    `model.units` defines them) or to a dense layer's. Where every layer up to it takes any input size,
+    the path does too, so large colour models are optimised on a small canvas."""
+    network = Network.of(model)
+    node, affine, activation = _target(network, layer_name)
+    source = node.inputs[0]
+    any_size = network.any_size_graph.available(node.path)
+    graph = network.any_size_graph if any_size else network.graph
+    if source == INPUT and network.input_range.is_unit:
+        upstream = lambda x, training=False: x  # noqa: E731
     else:
-        upstream, any_size = keras.Model(model.input, layer.input), False
-    activation = getattr(layer, "activation", None)
-    if activation is None:  # nothing to warm up: the layer as it is
-        linear, activation = layer, keras.activations.linear
-    else:
-        config = {**layer.get_config(), "activation": "linear", "name": f"{layer.name}_linear"}
-        linear = layer.__class__.from_config(config)
-        linear.build(tuple(layer.input.shape))
-        linear.set_weights(layer.get_weights())
-    return LayerPath(layer, upstream, linear, activation, tuple(model.input_shape[1:]), any_size)
+        upstream = keras.Model(graph.input, graph.image if source == INPUT else graph[source].tensor)
+    own = getattr(node.layer, "activation", None)
+    linear = node.layer if own is None or own is keras.activations.linear else with_activation(node.layer, "linear")
+    return LayerPath(node.layer, upstream, linear, affine, activation, network.image_shape, any_size)
 
 
-def layer_probe(model: keras.Model, layer_name: str, leak: float = 0.0, channels: Units | None = None,
+def _target(network: Network, name: str) -> tuple[Node, tuple[np.ndarray, np.ndarray] | None, Callable]:
+    """The node a probe computes, the BatchNormalization affine after it, and the activation after that."""
+    unit = next((u for u in network.units if u.path == name), None)
+    if unit is None:
+        node = network.graph[name]
+        return node, None, getattr(node.layer, "activation", None) or keras.activations.linear
+    affine = per_channel_affine(unit.pre.layer) if unit.pre is not unit.conv else None
+    return unit.conv, affine, unit.activation
+
+
+def layer_probe(model: keras.Model | Network, layer_name: str, leak: float = 0.0, channels: Units | None = None,
                 path: LayerPath | None = None) -> Probe:
     """Activations of one layer (conv or dense); `leak` is the share of the pre-activation's
     negative side that OPTIMISE keeps. With `channels` (one unit per slot, e.g. a tf.Variable the
@@ -92,16 +102,18 @@ def layer_probe(model: keras.Model, layer_name: str, leak: float = 0.0, channels
     `path` reuses a `layer_path` already built for this layer."""
     path = path or layer_path(model, layer_name)
     layer, upstream, linear, activation = path.layer, path.upstream, path.linear, path.activation
+    per_slot = channels is not None and _is_plain_conv(layer) and not isinstance(activation, keras.layers.PReLU)
 
     def fn(images: tf.Tensor, phase: tf.Tensor) -> dict[str, tf.Tensor]:
         inputs = upstream(images, training=False)  # training=False: augmentation layers stay off
-        if channels is None:
-            pre = linear(inputs)
-        elif _is_plain_conv(layer):
-            pre = _own_kernel_conv(layer, inputs, channels)
+        if per_slot:
+            pre = _affine(_own_kernel_conv(layer, inputs, channels), path.affine, channels)
+            post = activation(pre)
         else:
-            pre = _own_channel(linear(inputs), channels)
-        post = activation(pre)
+            pre = _affine(linear(inputs), path.affine)
+            post = activation(pre)
+            if channels is not None:
+                pre, post = _own_channel(pre, channels), _own_channel(post, channels)
         silent = tf.reduce_max(post, axis=list(range(1, len(post.shape) - 1)), keepdims=True) <= 0
         # How much of (pre - post) to add back, per map: all of it while warming up or for a silent
         # map, `leak` of it while optimising, none for the proof numbers.
@@ -110,6 +122,18 @@ def layer_probe(model: keras.Model, layer_name: str, leak: float = 0.0, channels
         return {layer_name: post + share * (pre - post)}
 
     return Probe(fn, path.input_shape, path.any_size)
+
+
+def _affine(values: tf.Tensor, affine: tuple[np.ndarray, np.ndarray] | None, channels: Units | None = None
+            ) -> tf.Tensor:
+    """The BatchNormalization after a conv, at inference: per channel, or per slot's own channel."""
+    if affine is None:
+        return values
+    scale, shift = (tf.constant(a) for a in affine)
+    if channels is not None:
+        units = tf.convert_to_tensor(channels)
+        scale, shift = (tf.reshape(tf.gather(a, units), [-1, 1, 1, 1]) for a in (scale, shift))
+    return values * scale + shift
 
 
 def _is_plain_conv(layer: keras.layers.Layer) -> bool:
@@ -145,7 +169,8 @@ def _own_channel(values: tf.Tensor, channels: Units) -> tf.Tensor:
     return tf.reduce_sum(values * one_hot, axis=-1, keepdims=True)
 
 
-def logit_probe(model: keras.Model) -> Probe:
-    """The model's pre-softmax (or pre-sigmoid) output, on a clone with a linear last activation."""
-    logits = logit_model(model)
-    return Probe(lambda images, phase: {LOGITS: logits(images, training=False)}, tuple(model.input_shape[1:]), False)
+def logit_probe(model: keras.Model | Network) -> Probe:
+    """The model's pre-softmax (or pre-sigmoid) output, on a copy with a linear last activation."""
+    network = Network.of(model)
+    logits = network.logits_model()
+    return Probe(lambda images, phase: {LOGITS: logits(images, training=False)}, network.image_shape, False)

@@ -8,34 +8,35 @@ import numpy as np
 from .. import progress
 from ..context import ModelContext
 from ..imaging import as_rgb, colorize, maps_to_tiles, near_square, normalize_each, resize_nearest, tile_grid
-from ..layers import layer_outputs, visual_layers
 from ..report import Figure, Section, Table
 
 DENSE_CELL_TARGET = 96  # a dense layer's near-square grid is about this many pixels wide
 
 
 def build(ctx: ModelContext) -> Section | None:
-    layers = visual_layers(ctx.model)
-    if not layers:
+    nodes = ctx.network.grid_nodes()
+    if not nodes:
         return Section(id="activations", title="Activation grids",
-                       notes=["The model has no conv, pooling or dense layer to show."])
+                       notes=["The model has no conv, pooling, merge or dense layer to show."])
     indices = ctx.sample_indices
-    outputs = layer_outputs(ctx.model, [layer.name for layer in layers], ctx.samples)
+    units = {unit.point.path: unit for unit in ctx.network.units}
+    outputs = ctx.network.outputs([node.path for node in nodes], ctx.samples)
     figures, tables, data, notes = [], [], {}, []
-    for layer in layers:
-        out = outputs[layer.name]
+    for node in nodes:
+        out, unit = outputs[node.path], units.get(node.path)
+        name = unit.path if unit else node.path  # a conv's units are shown under the conv's name
         if out.ndim == 4:
-            figure, table, numbers = _conv_layer(ctx, layer.name, out, indices)
+            figure, table, numbers = _conv_layer(ctx, name, out, indices, unit.read_at if unit else "")
         elif out.ndim == 2:
-            figure, table, numbers = _dense_layer(ctx, layer.name, out, indices)
+            figure, table, numbers = _dense_layer(ctx, name, out, indices)
         else:
             continue
         figures.append(figure)
         tables.append(table)
-        data[layer.name] = numbers
+        data[name] = numbers
         hidden = out.shape[-1] - numbers.get("maps_shown", out.shape[-1])
         if hidden > 0:
-            notes.append(f"{layer.name}: the first {numbers['maps_shown']} maps are drawn, {hidden} more are not "
+            notes.append(f"{name}: the first {numbers['maps_shown']} maps are drawn, {hidden} more are not "
                          f"(max_units = {ctx.spec.max_units}); their numbers are in the tables.")
     progress.log(f"    {len(figures)} activation grids for {len(indices)} sample images")
     return Section(
@@ -51,7 +52,7 @@ def build(ctx: ModelContext) -> Section | None:
     )
 
 
-def _conv_layer(ctx: ModelContext, name: str, out: np.ndarray, indices: list[int]):
+def _conv_layer(ctx: ModelContext, name: str, out: np.ndarray, indices: list[int], read_at: str = ""):
     """(S, H, W, C) maps: one row per sample, the input image then C map tiles."""
     shown = min(out.shape[-1], ctx.spec.max_units)
     maps = np.moveaxis(out[..., :shown], -1, 1)  # (S, C, H, W)
@@ -64,6 +65,7 @@ def _conv_layer(ctx: ModelContext, name: str, out: np.ndarray, indices: list[int
                "mean_activation": float(out.mean()), "max_activation": float(out.max()),
                "silent_maps_all_samples": int(np.sum(out.max(axis=(0, 1, 2)) <= 0))}
     caption = (f"{name}: {out.shape[-1]} maps of {out.shape[1]}x{out.shape[2]}"
+               + (f", {read_at}" if read_at else "")
                + (f" (first {shown} shown)" if shown < out.shape[-1] else "")
                + f"; mean activation {numbers['mean_activation']:.3f}, max {numbers['max_activation']:.3f}, "
                f"{numbers['silent_maps_all_samples']} maps silent for every sample.")

@@ -8,7 +8,6 @@ import numpy as np
 from ..attribution import Attributions, Attributor, Deletion, confident_mistakes, deletion_test
 from ..context import ModelContext
 from ..imaging import as_rgb, overlay_heatmap, resize_nearest, tile_grid, tile_size
-from ..layers import conv_layers
 from ..report import Figure, Section, Table
 
 MISTAKES, QUICK_MISTAKES = 8, 4
@@ -18,8 +17,8 @@ DELETED = 0.2  # fraction of pixels the deletion test zeroes
 
 
 def build(ctx: ModelContext) -> Section | None:
-    convs = conv_layers(ctx.model)
-    layer = convs[-1].name if convs else None
+    convs = ctx.network.units
+    layer = convs[-1].path if convs else None
     heat_name = "Grad-CAM" if layer else "SmoothGrad"
     section = Section(
         id="attribution", title="Attributions: saliency, SmoothGrad, Grad-CAM",
@@ -37,11 +36,11 @@ def build(ctx: ModelContext) -> Section | None:
     indices = groups["samples"] + groups["mistakes"]
     x = ctx.data.x_test[indices]
     classes = ctx.predictions[indices]
-    attributor = Attributor(ctx.model, layer)
+    attributor = Attributor(ctx.network, layer)
     att = attributor(x, classes, samples=QUICK_NOISE_SAMPLES if ctx.quick else NOISE_SAMPLES, noise=NOISE_STD,
                      seed=ctx.seed)
     heat = att.gradcam if att.gradcam is not None else att.smoothgrad
-    deletion = deletion_test(ctx.model, x, classes, heat, fraction=DELETED, seed=ctx.seed, attributor=attributor)
+    deletion = deletion_test(ctx.network, x, classes, heat, fraction=DELETED, seed=ctx.seed, attributor=attributor)
     records = _records(ctx, indices, deletion)
     start = 0
     for group, members in groups.items():

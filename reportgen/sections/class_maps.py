@@ -7,18 +7,17 @@ import numpy as np
 
 from ..context import ModelContext
 from ..imaging import as_rgb, maps_to_tiles, resize_nearest, tile_grid
-from ..layers import conv_layers, layer_outputs, visual_layers
 from ..report import Figure, Section, Table
 
 TILE = 56
 
 
 def build(ctx: ModelContext) -> Section | None:
-    spatial = [layer.name for layer in visual_layers(ctx.model) if len(layer.output.shape) == 4]
+    spatial = [node.path for node in ctx.network.grid_nodes() if len(node.shape) == 4]
     if not spatial:
         return Section(id="class-maps", title="Mean maps per class", notes=["The model has no conv or pooling layer."])
     representatives = list(ctx.representatives.values())
-    outputs = layer_outputs(ctx.model, spatial, ctx.data.x_test[representatives])
+    outputs = ctx.network.outputs(spatial, ctx.data.x_test[representatives])
     section = Section(
         id="class-maps",
         title="Mean maps per class",
@@ -58,22 +57,23 @@ def _mean_maps(ctx, names, outputs, representatives, section) -> Figure:
 def _compare_classes(ctx: ModelContext):
     """For each conv layer, the filter whose mean activation differs most between
     the two classes (over the whole test set), shown on one image of each class."""
-    convs = [layer.name for layer in conv_layers(ctx.model)]
-    if not convs or ctx.data.num_classes < 2:
+    units = ctx.network.units
+    if not units or ctx.data.num_classes < 2:
         return None
     a, b = ctx.spec.compare_classes or _most_confused_pair(ctx)
     in_a, in_b = ctx.data.y_test == a, ctx.data.y_test == b
     if not in_a.any() or not in_b.any():
         return None
     image_a, image_b = ctx.representatives[a], ctx.representatives[b]
-    outputs = layer_outputs(ctx.model, convs, ctx.data.x_test[[image_a, image_b]])
+    outputs = ctx.network.outputs([unit.point.path for unit in units], ctx.data.x_test[[image_a, image_b]])
     thumbs = resize_nearest(as_rgb(ctx.data.x_test[[image_a, image_b]]), TILE, TILE)
     tiles, rows, data = [], [], []
-    for name in convs:
+    for unit in units:
+        name = unit.path
         means = ctx.conv_stats[name].mean
         mean_a, mean_b = means[in_a].mean(axis=0), means[in_b].mean(axis=0)
         f = int(np.argmax(np.abs(mean_a - mean_b)))
-        pair = maps_to_tiles(outputs[name][..., f], size=(TILE, TILE))
+        pair = maps_to_tiles(outputs[unit.point.path][..., f], size=(TILE, TILE))
         tiles += [thumbs[0], pair[0], thumbs[1], pair[1]]
         rows.append([name, f, f"{mean_a[f]:.3f}", f"{mean_b[f]:.3f}", f"{mean_a[f] - mean_b[f]:+.3f}"])
         data.append({"layer": name, "filter": f, "mean_a": float(mean_a[f]), "mean_b": float(mean_b[f])})

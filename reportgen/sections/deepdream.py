@@ -9,7 +9,6 @@ from .. import progress
 from ..context import ModelContext
 from ..deepdream import DEFAULT_PHOTO, DeepDream, Dream, fit_photo, load_photo, resize
 from ..imaging import as_rgb, tile_grid
-from ..layers import conv_layers
 from ..report import Figure, Section
 from .units import feature_vis_images
 
@@ -20,7 +19,7 @@ DISPLAY_MIN, DISPLAY_MAX = 128, 224  # pixels per shown octave
 
 
 def build(ctx: ModelContext) -> Section | None:
-    layers = [layer.name for layer in conv_layers(ctx.model)]
+    layers = [unit.path for unit in ctx.network.units]
     section = Section(id="deepdream", title="DeepDream",
                       intro="Gradient ascent on a photo, from small to large (octaves), on the squared activations "
                       "of whole layers or of one map; after each octave the image is enlarged and the detail lost "
@@ -30,9 +29,9 @@ def build(ctx: ModelContext) -> Section | None:
         section.notes.append("The model has no Conv2D layer to dream with.")
         return section
     source = ctx.spec.dream_image or f"skimage.data.{DEFAULT_PHOTO}()"
-    h, w, channels = ctx.model.input_shape[1:]
+    h, w, channels = ctx.network.image_shape
     photo = fit_photo(load_photo(ctx.spec.dream_image), channels, aspect=(h / w) if h and w else 1.0)
-    dreamer = DeepDream(ctx.model, layers)
+    dreamer = DeepDream(ctx.network, layers)
     target = layers[-1]
     base = dreamer.input_size if None not in dreamer.input_size else photo.shape[:2]
     energies = dreamer.channel_energy(_resize(photo, base)[None])[-1][0]
@@ -99,7 +98,7 @@ def _weights(dreamer: DeepDream, layers: list[str], maps: list[int]) -> list[np.
     depth_weights = np.arange(1, len(layers) + 1, dtype=np.float32)
     depth_weights /= depth_weights.sum()
     for i, name in enumerate(layers):
-        channels = dreamer.model.get_layer(name).output.shape[-1]
+        channels = dreamer.network.unit(name).channels
         w = np.zeros((rows, channels), np.float32)
         w[0] = depth_weights[i] / channels
         if i == len(layers) - 1:

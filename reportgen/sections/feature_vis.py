@@ -9,7 +9,6 @@ from .. import progress
 from ..context import ModelContext
 from ..featvis import LOGITS, FeatVisSettings, FilterImages, visualize_model
 from ..imaging import as_rgb, resize_nearest, tile_grid, tile_size
-from ..layers import conv_layers
 from ..report import Figure, Section, Table
 
 DEAD_TINT = np.array([0.85, 0.15, 0.15], np.float32)
@@ -19,7 +18,7 @@ UNIFORM_STD = 0.02  # an optimised image this flat is one colour: the filter wan
 
 
 def build(ctx: ModelContext) -> Section | None:
-    convs = [layer.name for layer in conv_layers(ctx.model)]
+    convs = ctx.plan.layers
     settings = FeatVisSettings.from_config(ctx.spec.feature_vis)
     settings = settings.quick() if ctx.quick else settings
     section = Section(
@@ -31,9 +30,10 @@ def build(ctx: ModelContext) -> Section | None:
         "image does (mean over the map, and peak at any position); a class image should be classified as its "
         "class. Dead filters (never active on any test image) are crossed out in red.",
     )
-    units = {name: np.arange(min(ctx.model.get_layer(name).output.shape[-1], ctx.spec.max_units)) for name in convs}
+    units = ctx.plan.units
+    section.notes.extend(budget_notes(ctx))
     progress.log(f"    optimising {sum(map(len, units.values()))} filters and every class together")
-    results = visualize_model(ctx.model, {**units, LOGITS: None}, settings, ctx.seed)
+    results = visualize_model(ctx.network, {**units, LOGITS: None}, settings, ctx.seed)
     if convs:
         section.data["layers"] = {}
         for name in convs:
@@ -68,7 +68,7 @@ def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
         ctx.save_png(f"featvis-{name}", tile_grid(tiles, background=GRID_BACKGROUND)),
         title=name,
         caption=f"{name}: {len(units)} filters, row-major by index"
-        + (f" (first {len(units)} of {filters})" if len(units) < filters else "")
+        + (f" ({len(units)} of {filters}, chosen by the budget)" if len(units) < filters else "")
         + f"; {int(dead.sum())} dead; {'-' if share is None else f'{share:.0%}'} of live filters reach or beat "
         "the best test image's mean activation."
         + (f" {int(uniform.sum())} respond most to a uniform image (all bright or all dark): no pattern drives "
@@ -86,9 +86,6 @@ def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
           f"{r['peak']:.3f}", f"{r['dataset_peak']:.3f}", "dead" if r["dead"] else "alive"] for r in records],
         title=f"{name}: activation per filter", collapsed=True,
     ))
-    if len(units) < filters:
-        section.notes.append(f"{name}: {filters - len(units)} more filters are not rendered (max_units = "
-                             f"{ctx.spec.max_units}).")
     ctx.extra.setdefault("feature_vis", {})[name] = {
         "images": result.images, "units": units.tolist(), "activation": result.activation,
         "dataset_max": dataset_mean[units], "dead": dead,
@@ -115,6 +112,15 @@ def _classes(ctx: ModelContext, section: Section, result: FilterImages) -> None:
     section.data["classes"] = [{"class": int(c), "name": n, "logit": float(v), "probability": float(p)}
                                for c, n, v, p in zip(result.units, names, result.activation, result.probability)]
     progress.log(f"    classes: lowest probability {result.probability.min():.3f}")
+
+
+def budget_notes(ctx: ModelContext) -> list[str]:
+    """What the budget left out of the galleries, for the sections that follow it."""
+    plan = ctx.plan
+    notes = [plan.describe()] if plan.describe() else []
+    if plan.left_out_layers:
+        notes.append("Conv layers without a gallery: " + ", ".join(plan.left_out_layers) + ".")
+    return notes
 
 
 def _recipe(settings: FeatVisSettings) -> str:

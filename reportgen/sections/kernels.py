@@ -7,15 +7,15 @@ import numpy as np
 
 from ..context import ModelContext
 from ..imaging import colorize, resize_nearest, tile_grid
-from ..layers import conv_layers
+from ..model.units import conv_kernel
 from ..report import Figure, Section, Table
 
 KERNEL_TILE = 36
 
 
 def build(ctx: ModelContext) -> Section | None:
-    convs = conv_layers(ctx.model)
-    if not convs:
+    units = [unit for unit in ctx.network.units if unit.path in ctx.plan.units]
+    if not units:
         return Section(id="kernels", title="Kernel weights", notes=["The model has no conv layer."])
     section = Section(
         id="kernels",
@@ -24,8 +24,8 @@ def build(ctx: ModelContext) -> Section | None:
         "input); deeper kernels are averaged over their input channels. Blue is negative, red positive, white "
         "zero, scaled per filter.",
     )
-    for depth, layer in enumerate(convs):
-        kernel = np.asarray(layer.kernel.numpy())  # (kh, kw, cin, cout)
+    for depth, unit in enumerate(units):
+        name, kernel = unit.path, conv_kernel(unit.conv.layer)  # (kh, kw, cin, cout)
         shown = min(kernel.shape[-1], ctx.spec.max_units)
         per_filter = np.moveaxis(kernel[..., :shown], -1, 0)  # (F, kh, kw, cin)
         colour = depth == 0 and kernel.shape[2] == 3
@@ -38,18 +38,18 @@ def build(ctx: ModelContext) -> Section | None:
                    "weight_max": float(kernel.max())}
         how = "as RGB" if colour else ("as is" if depth == 0 else f"mean over {kernel.shape[2]} input channels")
         section.figures.append(Figure(
-            ctx.save_png(f"kernels-{layer.name}", tile_grid(tiles)),
-            caption=f"{layer.name}: {kernel.shape[-1]} kernels of {kernel.shape[0]}x{kernel.shape[1]}, {how}; "
+            ctx.save_png(f"kernels-{name}", tile_grid(tiles)),
+            caption=f"{name}: {kernel.shape[-1]} kernels of {kernel.shape[0]}x{kernel.shape[1]}, {how}; "
             f"L2 norm per filter {numbers['l2_norm_min']:.3f} to {numbers['l2_norm_max']:.3f}.",
-            alt=f"Kernel weights of layer {layer.name}",
-            title=layer.name,
+            alt=f"Kernel weights of layer {name}",
+            title=name,
             numbers=numbers,
         ))
         section.tables.append(Table(
             ["Filter", "L2 norm", "Mean", "Min", "Max"],
             [[i, f"{n:.3f}", f"{w.mean():.4f}", f"{w.min():.4f}", f"{w.max():.4f}"]
              for i, (n, w) in enumerate(zip(norms, per_filter))],
-            title=f"{layer.name}: weights per filter", collapsed=True,
+            title=f"{name}: weights per filter", collapsed=True,
         ))
     return section
 

@@ -10,10 +10,11 @@ import numpy as np
 
 from .. import progress
 from ..context import ModelContext
-from ..dataset_examples import LayerExamples, ReceptiveField, dataset_top_k, receptive_field
+from ..dataset_examples import LayerExamples, dataset_top_k
 from ..imaging import as_rgb, resize_nearest, tile_grid, tile_size
-from ..layers import conv_layers
-from ..projections import RULES, Projector, projection_to_image
+from ..model import ConvUnit, ReceptiveField
+from ..model.surgery import RELU_RULES
+from ..projections import Projector, projection_to_image
 from ..report import Figure, Page, Section, Table
 from ..slugs import slugify
 
@@ -26,7 +27,7 @@ PROOF_ROWS = 32  # per layer and rule: full-image projections checked against th
 
 
 def build(ctx: ModelContext) -> Section | None:
-    layers = conv_layers(ctx.model)
+    layers = [unit for unit in ctx.network.units if unit.path in ctx.plan.units]
     section = Section(
         id="units",
         title="Units: dataset examples and projections",
@@ -40,17 +41,17 @@ def build(ctx: ModelContext) -> Section | None:
         section.notes.append("The model has no Conv2D layer, so there are no filters to show.")
         return section
     x = ctx.data.x_test[:QUICK_IMAGES] if ctx.quick else ctx.data.x_test
-    names = [layer.name for layer in layers]
+    names = [layer.path for layer in layers]
     with progress.step(f"top-{TOP_K} test images for {len(names)} conv layers"):
-        examples = dataset_top_k(ctx.model, names, x, k=TOP_K)
+        examples = dataset_top_k(ctx.network, names, x, k=TOP_K)
     ctx.extra["dataset_examples"] = examples
-    projectors = {rule: Projector(ctx.model, names, rule) for rule in RULES}
-    cap = min(ctx.spec.max_units, QUICK_UNITS) if ctx.quick else ctx.spec.max_units
+    projectors = {rule: Projector(ctx.network, names, rule) for rule in RELU_RULES}
+    cap = QUICK_UNITS if ctx.quick else None
     slugs = [slugify(name) for name in names]
     rows = []
     for i, layer in enumerate(layers):
-        progress.log(f"    units: {layer.name}")
-        rows.append(_layer(ctx, layer, examples[layer.name], projectors, x, cap, names, slugs, i, section))
+        progress.log(f"    units: {layer.path}")
+        rows.append(_layer(ctx, layer, examples[layer.path], projectors, x, cap, names, slugs, i, section))
     section.tables.append(Table(
         ["Layer", "Filters", "Receptive field", "Dead", "Pages", "Max |deconvnet| outside RF",
          "Max |guided| outside RF"], rows, title="Conv layers"))
@@ -59,13 +60,13 @@ def build(ctx: ModelContext) -> Section | None:
     return section
 
 
-def _layer(ctx: ModelContext, layer: Any, ex: LayerExamples, projectors: dict[str, Projector], x: np.ndarray,
-           cap: int, names: list[str], slugs: list[str], i: int, section: Section) -> list[Any]:
+def _layer(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, projectors: dict[str, Projector], x: np.ndarray,
+           cap: int | None, names: list[str], slugs: list[str], i: int, section: Section) -> list[Any]:
     """One layer's figures, pages and table row."""
-    name, slug = layer.name, slugs[i]
+    name, slug = layer.path, slugs[i]
     filters, k = ex.values.shape
-    units = np.arange(min(filters, cap))
-    rf = receptive_field(ctx.model, name, input_size=x.shape[1:3])
+    units = ctx.plan.units[name][:cap]
+    rf = ctx.network.receptive_field(layer.point.path, input_size=x.shape[1:3])
     ids = ex.indices[units].ravel()  # row r shows test image ids[r]
     positions = ex.positions[units].reshape(-1, 2)
     channels = np.repeat(units, k)
@@ -91,7 +92,8 @@ def _layer(ctx: ModelContext, layer: Any, ex: LayerExamples, projectors: dict[st
         paths[kind] = ctx.save_png(f"units-{slug}-{kind}", tile_grid(np.stack(blocks), pad=4))
     section.figures.append(Figure(
         paths["examples"], title=f"{name}: top-{k} test images per filter",
-        caption=f"Layer {name}: for each of the first {len(units)} of {filters} filters (row-major), its {k} "
+        caption=f"Layer {name}: for each of {len(units)} of {filters} filters (row-major, in the order of the "
+        f"layer page), its {k} "
         f"strongest test images cropped to the {rf_text} receptive field of the maximal unit; "
         f"{int(dead.sum())} filters never fire on the test set.",
         alt=f"Grid of {len(units)} blocks of {k} image crops, one block per filter of {name}",
@@ -113,22 +115,22 @@ def _layer(ctx: ModelContext, layer: Any, ex: LayerExamples, projectors: dict[st
     return [name, filters, rf_text, int(dead.sum()), len(units), outside["deconvnet"], outside["guided"]]
 
 
-def _pages(ctx: ModelContext, layer: Any, ex: LayerExamples, units: np.ndarray, crops: np.ndarray,
+def _pages(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, units: np.ndarray, crops: np.ndarray,
            projected: dict[str, np.ndarray], rf_text: str, names: list[str], slugs: list[str], i: int,
            layer_images: dict[str, str], section: Section) -> None:
     """The layer's index page and one page per shown unit, with one PNG per unit."""
-    name, slug = layer.name, slugs[i]
+    name, slug = layer.path, slugs[i]
     filters, k = ex.values.shape
-    info = {"name": name, "slug": slug, "type": type(layer).__name__, "filters": filters,
-            "receptive_field": rf_text, "units_shown": len(units)}
+    info = {"name": name, "slug": slug, "type": type(layer.conv.layer).__name__, "filters": filters,
+            "receptive_field": rf_text, "units_shown": len(units), "read_at": layer.read_at}
     vis = feature_vis_images(ctx, name)
     size = tile_size(*crops.shape[1:3], target=48, largest=96)
     rgb = crops.shape[-1] == 3 or (vis is not None and any(v.shape[-1] == 3 for v in vis.values()))
     # Grey models keep one channel: a third of the bytes to encode, for 100s of unit images.
     rows = {kind: _channels(resize_nearest(t, *size), rgb) for kind, t in (("examples", crops), *projected.items())}
     unit_rows = []
-    for u in units:
-        block = slice(u * k, (u + 1) * k)
+    for j, u in enumerate(units):
+        block = slice(j * k, (j + 1) * k)
         grid = tile_grid(np.concatenate([rows["examples"][block], rows["deconvnet"][block], rows["guided"][block]]),
                          cols=k)
         has_vis = vis is not None and u in vis
@@ -147,8 +149,10 @@ def _pages(ctx: ModelContext, layer: Any, ex: LayerExamples, units: np.ndarray, 
             "image": image, "has_feature_vis": has_vis,
             "image_alt": f"Filter {u} of {name}: {'feature visualization, then ' if has_vis else ''}{k} strongest "
             "test crops (top row), their deconvnet projections (middle) and guided-backprop projections (bottom)",
-            "prev_href": f"{u - 1}.html" if u > 0 else None,
-            "next_href": f"{u + 1}.html" if u + 1 < len(units) else None,
+            "prev_href": f"{units[j - 1]}.html" if j > 0 else None,
+            "next_href": f"{units[j + 1]}.html" if j + 1 < len(units) else None,
+            "prev_unit": int(units[j - 1]) if j > 0 else None,
+            "next_unit": int(units[j + 1]) if j + 1 < len(units) else None,
             "layer_href": "index.html",
         }
         section.pages.append(Page(f"{slug}/{u}.html", "unit.html", f"{name} filter {u}", context))

@@ -1,0 +1,166 @@
+"""The user's model as every visualization reads it: one place for the model graph and its surgery.
+
+    from reportgen.model import Network
+    network = Network(model)                        # any Functional or Sequential model, nested bases included
+    network.input_range                             # what pixel values it was trained on (detected or given)
+    [unit.path for unit in network.units]           # every conv-like layer, e.g. "mobilenetv2_1.00_96/Conv1"
+    network.outputs([network.units[0].point.path], images)   # activations for [0, 1] images
+    network.probabilities(images)                   # (N, classes), rows summing to 1, whatever the output kind
+
+Modules: `graph` (the model traced flat, every nested layer addressed by a
+path), `inputs` (the input range), `outputs` (softmax, sigmoid or logits),
+`units` (which outputs are units), `surgery` (the same model with layers
+swapped: linear output, ReLU gradients) and `geometry` (receptive fields).
+Every image a `Network` takes is in [0, 1]; it maps them to the model's range.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from functools import cached_property
+
+import keras
+import numpy as np
+
+from .geometry import ReceptiveField, crops_are_exact, receptive_field
+from .graph import INPUT, ModelGraph, Node, flatten, model_input_shape
+from .inputs import InputRange, detect_input_range, given_range
+from .outputs import OutputKind, class_count, output_kind, to_probabilities
+from .surgery import linear_output, relu_gradient
+from .units import ConvUnit, conv_units, grid_nodes
+
+__all__ = ["INPUT", "ChannelStats", "ConvUnit", "InputRange", "ModelGraph", "Network", "Node", "ReceptiveField",
+           "given_range"]
+
+PREDICT_BATCH = 256
+_NETWORKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # keras.Model -> Network, for Network.of
+
+
+@dataclass(frozen=True)
+class ChannelStats:
+    """Each image's spatial mean and max of every channel of one 4-D node, (N, C) each."""
+
+    mean: np.ndarray
+    max: np.ndarray
+
+
+class Network:
+    """A Keras classifier read as a flat graph, with its input range and output kind.
+
+    Args:
+        model: a Functional or Sequential Keras model with one image input and one output; nested models
+            (a keras.applications base used as a layer) are opened up.
+        input_range: (low, high) pixel values the model was trained on; None detects them from a leading
+            Rescaling or Normalization layer, else [0, 1].
+
+    Raises:
+        ReportgenError: for a model reportgen cannot read (subclassed without a graph, no input shape,
+            several inputs or outputs).
+    """
+
+    def __init__(self, model: keras.Model, input_range: tuple[float, float] | InputRange | None = None) -> None:
+        self.model = model
+        shape = model_input_shape(model)
+        raw = flatten(model, input_shape=shape)
+        if input_range is None:
+            input_range = detect_input_range(raw)
+        elif not isinstance(input_range, InputRange):
+            input_range = given_range(input_range)
+        self.input_range: InputRange = input_range
+        self.graph: ModelGraph = raw if input_range.is_unit else self._flatten()
+        self.units: list[ConvUnit] = conv_units(self.graph)
+        self.output_kind: OutputKind = output_kind(self.graph)
+        self.num_classes = class_count(self.graph)
+
+    @classmethod
+    def of(cls, model: keras.Model | Network) -> Network:
+        """`model` itself when it is a Network, else the Network of a Keras model with its detected input
+        range (made once per model), so the engines also take a plain Keras model."""
+        if isinstance(model, Network):
+            return model
+        if model not in _NETWORKS:
+            _NETWORKS[model] = cls(model)
+        return _NETWORKS[model]
+
+    def _flatten(self, **kwargs) -> ModelGraph:
+        adapt = None if self.input_range.is_unit else self.input_range.to_model
+        return flatten(self.model, adapt=adapt, **kwargs)
+
+    @property
+    def image_shape(self) -> tuple:
+        """(H, W, C) of the images the model takes (H and W may be None)."""
+        return tuple(self.graph.input.shape[1:])
+
+    def unit(self, path: str) -> ConvUnit:
+        """The conv unit of the conv layer at `path`."""
+        for unit in self.units:
+            if unit.path == path:
+                return unit
+        raise KeyError(f"no conv layer {path!r} in the model")
+
+    def read_point(self, path: str) -> str:
+        """Where a layer's units are read: a conv layer's after its BatchNormalization and activation
+        (see units.conv_units), any other node at its own output."""
+        return next((unit.point.path for unit in self.units if unit.path == path), self.graph[path].path)
+
+    def grid_nodes(self) -> list[Node]:
+        """The nodes the activation grids show (see units.grid_nodes)."""
+        return grid_nodes(self.graph, self.units)
+
+    def outputs(self, paths: list[str], images: np.ndarray, batch_size: int = PREDICT_BATCH) -> dict[str, np.ndarray]:
+        """Outputs of the named nodes for [0, 1] `images`, in one batched pass."""
+        if not paths:
+            return {}
+        out = self.graph.model(list(paths)).predict(images, batch_size=batch_size, verbose=0)
+        return {path: np.asarray(out[path]) for path in paths}
+
+    def channel_stats(self, paths: list[str], images: np.ndarray,
+                      batch_size: int = PREDICT_BATCH) -> dict[str, ChannelStats]:
+        """The spatial mean and max of every channel of the named 4-D nodes, both in one pass over `images`,
+        without ever holding the full maps of the whole set in memory."""
+        if not paths:
+            return {}
+        stats = {path: [keras.ops.mean(self.graph[path].tensor, axis=(1, 2)),
+                        keras.ops.max(self.graph[path].tensor, axis=(1, 2))] for path in paths}
+        out = keras.Model(self.graph.input, stats).predict(images, batch_size=batch_size, verbose=0)
+        return {path: ChannelStats(np.asarray(out[path][0]), np.asarray(out[path][1])) for path in paths}
+
+    @cached_property
+    def logits_graph(self) -> ModelGraph:
+        """The model with a linear last activation: its output node gives the pre-softmax (or pre-sigmoid)
+        scores the class images and attributions use."""
+        return self._flatten(replace=linear_output(self.graph.output))
+
+    def logits_model(self) -> keras.Model:
+        return self.logits_graph.model(self.logits_graph.output)
+
+    def probabilities(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """(N, classes) probabilities in [0, 1] summing to 1 (see outputs.to_probabilities). Inputs that fit
+        in one batch go through a direct call, which skips `predict`'s set-up."""
+        values = self._predict(self.graph.model(self.graph.output), images, batch_size)
+        logits = self._predict(self.logits_model(), images, batch_size) if self.output_kind == "multi-sigmoid" else None
+        return to_probabilities(values, self.output_kind, logits)
+
+    @staticmethod
+    def _predict(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
+        if len(images) <= batch_size:
+            return np.asarray(model(images, training=False))
+        return np.asarray(model.predict(images, batch_size=batch_size, verbose=0))
+
+    @cached_property
+    def any_size_graph(self) -> ModelGraph:
+        """The graph traced on an input of free height and width: the nodes that need the model's own size
+        (a Dense after a Flatten, and everything after it) have no tensor (`graph.available`)."""
+        return self._flatten(input_shape=(None, None, None, self.image_shape[-1]), partial=True)
+
+    def relu_graph(self, rule: str, any_size: bool = False) -> ModelGraph:
+        """The model with every ReLU's gradient replaced by `rule` ("deconvnet" or "guided")."""
+        shape = (None, None, None, self.image_shape[-1]) if any_size else None
+        return self._flatten(replace=relu_gradient(rule), input_shape=shape, partial=any_size)
+
+    def receptive_field(self, path: str, input_size: tuple[int, int] | None = None) -> ReceptiveField | None:
+        return receptive_field(self.graph, path, input_size)
+
+    def crops_are_exact(self, path: str) -> bool:
+        return crops_are_exact(self.graph, path)
