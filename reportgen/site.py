@@ -4,7 +4,8 @@ Each model is built in a staging folder and swapped in whole, so a failure or
 Ctrl-C mid-build leaves the previous site as it was. A model whose inputs
 (config entry, weights, seed, reportgen version, templates) have not changed
 since its last build is skipped without loading TensorFlow. Every replaced
-report.json is kept in the model's history/ folder for later comparison.
+report.json is kept in the model's history/ folder for later comparison. Only
+files reportgen wrote are ever replaced (see ownership).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from . import progress
 from .config import BuildOptions, ModelSpec
+from .ownership import check_site, mark_model_folder, mark_site
 from .render import render_index
 from .status import is_up_to_date, read_report
 
@@ -29,7 +31,9 @@ def build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str, 
 
     Returns the report of every model in `specs`, rebuilt or not."""
     out = options.out
+    check_site(out, [spec.slug for spec in specs])
     out.mkdir(parents=True, exist_ok=True)
+    mark_site(out)
     site_models = navigation_models(specs, out)
     reports = []
     for number, spec in enumerate(specs, start=1):
@@ -65,6 +69,7 @@ def build_into_place(spec: ModelSpec, options: BuildOptions,
         earlier = earlier_reports(final)
         report = build_model_report(spec, options, staging, earlier, site_models or [(spec.name, spec.slug)])
         keep_history(final, staging)
+        mark_model_folder(staging)
         swap_in(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -104,3 +104,46 @@ def test_list_shows_every_configured_model(capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(REPO)
     code, _ = run_cli(["list", "--out", str(tmp_path)], capsys)
     assert code == 0
+
+
+def test_a_users_files_in_the_output_folder_are_never_replaced(capsys, tmp_path):
+    """The case found by hand: `--out DIR` where DIR/mnist-3conv/ held the user's notes."""
+    out = tmp_path / "site"
+    (out / "mnist-3conv").mkdir(parents=True)
+    (out / "mnist-3conv" / "thesis.txt").write_text("two years of work")
+    (out / "index.html").write_text("<p>my page</p>")
+    code, lines = run_cli(["build", "--model", "mnist-3conv", "--quick", "--out", str(out)], capsys)
+    assert_one_line_error(code, lines, "not a reportgen site")
+    assert (out / "mnist-3conv" / "thesis.txt").read_text() == "two years of work"
+    assert (out / "index.html").read_text() == "<p>my page</p>"
+    assert sorted(p.name for p in out.rglob("*")) == ["index.html", "mnist-3conv", "thesis.txt"]
+
+
+def test_a_file_added_to_a_built_model_folder_stops_the_rebuild(capsys, tmp_path):
+    from reportgen.ownership import MANIFEST, SITE_MARKER
+
+    out = tmp_path / "site"
+    (out / "mnist-3conv").mkdir(parents=True)
+    (out / SITE_MARKER).write_text("")
+    (out / "mnist-3conv" / "report.json").write_text("{}")
+    (out / "mnist-3conv" / MANIFEST).write_text('{"files": ["report.json"]}')
+    (out / "mnist-3conv" / "notes.md").write_text("mine")
+    code, lines = run_cli(["build", "--model", "mnist-3conv", "--quick", "--out", str(out)], capsys)
+    assert_one_line_error(code, lines, "notes.md was not written by reportgen")
+    assert (out / "mnist-3conv" / "notes.md").read_text() == "mine"
+
+
+def test_an_unexpected_exception_is_one_line_and_debug_shows_the_traceback(capsys, tmp_path, monkeypatch):
+    import reportgen.site
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something inside Keras broke")
+
+    monkeypatch.setattr(reportgen.site, "build_site", broken)
+    args = ["build", "--model", "mnist-3conv", "--quick", "--out", str(tmp_path / "s")]
+    code, lines = run_cli(args, capsys)
+    assert_one_line_error(code, lines, "something inside Keras broke")
+    assert not (tmp_path / "s").exists()
+    code, lines = run_cli([*args, "--debug"], capsys)
+    assert code == 2
+    assert lines[0].startswith("Traceback") and "RuntimeError: something inside Keras broke" in lines
