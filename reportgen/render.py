@@ -1,4 +1,4 @@
-"""Jinja rendering of the HTML and Markdown pages. All markup lives in templates/."""
+"""Jinja rendering of the HTML and Markdown pages. All markup lives in reportgen/templates/."""
 
 from __future__ import annotations
 

@@ -104,3 +104,12 @@ def test_list_shows_every_configured_model(capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(REPO)
     code, _ = run_cli(["list", "--out", str(tmp_path)], capsys)
     assert code == 0
+
+
+def test_version_prints_the_package_version(capsys):
+    from reportgen import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"reportgen, version {__version__}"
