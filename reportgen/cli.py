@@ -46,7 +46,7 @@ def config_option(f):
 @click.option("--seed", type=int, help="Random seed for training and visualizations (default: from config, else 0).")
 @click.option("--dream-image", type=click.Path(dir_okay=False, path_type=Path),
               help="Photo for DeepDream (default: a sample image shipped with scikit-image).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output: only errors.")
 def build(config_path, models, model_file, dataset, name, out, retrain, force, quick, seed, dream_image, quiet) -> None:
     """Train or load each model, run every visualization and write the site.
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from .keras_progress import PredictProgress
+
 CONV_TYPES = (keras.layers.Conv2D,)
 POOL_TYPES = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
 DENSE_TYPES = (keras.layers.Dense,)
@@ -38,13 +40,16 @@ def layer_outputs(
     return {name: np.asarray(out[name]) for name in layer_names}
 
 
-def class_probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+def class_probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 512,
+                        progress_label: str | None = None) -> np.ndarray:
     """(N, num_classes) probabilities; a single sigmoid unit becomes [1 - p, p]. Inputs that fit in
-    one batch go through a direct call, which skips `predict`'s set-up (Keras' own advice)."""
+    one batch go through a direct call, which skips `predict`'s set-up (Keras' own advice); longer
+    passes show a progress bar over their batches when given a `progress_label`."""
     if len(x) <= batch_size:
         p = np.asarray(model(x, training=False), dtype=np.float64)
     else:
-        p = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+        callbacks = [PredictProgress(progress_label)] if progress_label else None
+        p = np.asarray(model.predict(x, batch_size=batch_size, verbose=0, callbacks=callbacks), dtype=np.float64)
     if p.ndim != 2:
         p = p.reshape(len(p), -1)
     if p.shape[1] == 1:

@@ -70,7 +70,7 @@ def load_model_and_data(spec: ModelSpec, options: BuildOptions) -> tuple[Trained
 
 
 def predict_probabilities(trained: TrainedModel, data: Dataset) -> np.ndarray:
-    probabilities = class_probabilities(trained.model, data.x_test)
+    probabilities = class_probabilities(trained.model, data.x_test, progress_label="test-set predictions")
     if not output_is_probability(trained.model) and probabilities.shape[1] > 1:
         shifted = probabilities - probabilities.max(axis=1, keepdims=True)
         probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
