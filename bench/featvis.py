@@ -39,7 +39,7 @@ from reportgen.featvis import (
     visualize_model,
 )
 from reportgen.featvis.probes import layer_probe, logit_probe
-from reportgen.layers import channel_stats, conv_layers
+from reportgen.model import Network
 from reportgen.training import load_or_train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,9 +56,10 @@ def main() -> None:
     data = load_dataset(spec.dataset)
     model = load_or_train(spec, data, config.resolve(config.cache_dir), config.seed).model
     settings = FeatVisSettings()
-    layers = [layer.name for layer in conv_layers(model)]
-    sizes = {name: model.get_layer(name).output.shape[-1] for name in layers}
-    classes = max(model.output_shape[-1], 2)
+    network = Network(model)
+    layers = [unit.path for unit in network.units]
+    sizes = {unit.path: unit.channels for unit in network.units}
+    classes = network.num_classes
     units = sum(sizes.values()) + classes
 
     visualize_filters(model, layers[0], [0], settings, 0)  # warm TensorFlow up once, outside the timings
@@ -101,7 +102,8 @@ def main() -> None:
         eager += (time.perf_counter() - start) * count / max(1, len(sample) // 2)
         tf.config.run_functions_eagerly(False)
 
-    stats = channel_stats(model, layers, data.x_test)
+    stats = network.channel_stats([network.read_point(name) for name in layers], data.x_test)
+    stats = {name: stats[network.read_point(name)] for name in layers}
     reached, live_total = 0, 0
     for name, result in results.items():
         live = stats[name].max.max(axis=0) > 0

@@ -50,7 +50,7 @@ def config_option(f):
 @click.option("--input-range", callback=lambda ctx, param, value: parse_range(value), metavar="LOW,HIGH",
               help="Pixel values the model was trained on, e.g. 0,255 or -1,1 (default: detected from a "
                    "Rescaling or Normalization layer at the model's start, else 0,1).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output: only errors.")
 @click.option("--debug", is_flag=True, help="Show the full traceback of an unexpected error.")
 def build(config_path, models, model_file, dataset, name, out, retrain, force, quick, seed, dream_image, input_range,
           quiet, debug) -> None:

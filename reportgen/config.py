@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,10 @@ PARAMETERIZATIONS = ("auto", "fft", "pixel")
 BUDGET_KEYS = {"layers": int, "units": int, "choose": str}
 BUDGET_CHOICES = ("activation", "even")
 MODEL_FIELDS = {f.name: f for f in dataclasses.fields(ModelSpec)}
+# A plain key's check comes from its annotation: `int` keys are counts (at least 1), `str` and `str | None`
+# keys strings. Keys of any other type need their own branch in _check_field.
+MODEL_KEY_TYPES = {name: hint if hint in (int, float) else str
+                   for name, hint in typing.get_type_hints(ModelSpec).items() if hint in (int, float, str, str | None)}
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -183,7 +188,7 @@ def _check_field(key: str, value: Any, where: str, source: str) -> None:
         if isinstance(value, list) and all(_is_int(v) for v in value):
             return
         raise ReportgenError(f"{source}: 'compare_classes' in {where} must be a list of class ids")
-    expected = {"epochs": int, "batch_size": int, "max_units": int}.get(key, str)
+    expected = MODEL_KEY_TYPES[key]
     _check_type(value, expected, f"'{key}' in {where}", source)
     if expected is int and value < 1:
         raise ReportgenError(f"{source}: '{key}' in {where} must be at least 1, not {value}")

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from . import progress
 from .model import Network
 
 ACTIVATION_BUDGET = 1 << 25  # activation values per batch of the dataset pass
@@ -73,7 +74,8 @@ class LayerExamples:
 
 
 def dataset_top_k(model: keras.Model | Network, layer_names: list[str], x: np.ndarray, k: int = 9,
-                  batch_size: int | None = None) -> dict[str, LayerExamples]:
+                  batch_size: int | None = None,
+                  progress_label: str = "strongest test images") -> dict[str, LayerExamples]:
     """Top-k images per filter for every named conv layer, in one streamed pass over `x`.
 
     The default batch holds about 32M activation values of the named layers
@@ -102,15 +104,17 @@ def dataset_top_k(model: keras.Model | Network, layer_names: list[str], x: np.nd
     maxima = [np.full(c, -np.inf, np.float32) for c in filters]
     sums = [np.zeros(c, np.float64) for c in filters]
     fires = [np.zeros(c, np.int64) for c in filters]
-    for start in range(0, len(x), batch_size):
-        ids = np.arange(start, min(start + batch_size, len(x)))
-        for i, (vmax, arg) in enumerate(summarize(tf.constant(x[ids], tf.float32))):
-            vmax, arg = vmax.numpy(), arg.numpy()
-            positions = np.stack(np.divmod(arg, widths[i]), axis=-1)
-            tops[i].update(vmax, ids, positions)
-            maxima[i] = np.maximum(maxima[i], vmax.max(axis=0))
-            sums[i] += vmax.sum(axis=0)
-            fires[i] += (vmax > 0).sum(axis=0)
+    with progress.bar(-(-len(x) // batch_size), progress_label, unit="batch") as batches:
+        for start in range(0, len(x), batch_size):
+            ids = np.arange(start, min(start + batch_size, len(x)))
+            for i, (vmax, arg) in enumerate(summarize(tf.constant(x[ids], tf.float32))):
+                vmax, arg = vmax.numpy(), arg.numpy()
+                positions = np.stack(np.divmod(arg, widths[i]), axis=-1)
+                tops[i].update(vmax, ids, positions)
+                maxima[i] = np.maximum(maxima[i], vmax.max(axis=0))
+                sums[i] += vmax.sum(axis=0)
+                fires[i] += (vmax > 0).sum(axis=0)
+            batches.update()
     result = {}
     for i, name in enumerate(layer_names):
         values, indices, positions = tops[i].result()

@@ -12,7 +12,7 @@ from . import __version__
 from .config import ModelSpec
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-TEMPLATES_DIR = PACKAGE_DIR.parent / "templates"
+TEMPLATES_DIR = PACKAGE_DIR / "templates"  # package data: ships in the wheel and the sdist
 
 
 def file_digest(path: Path | None) -> str | None:

@@ -93,7 +93,7 @@ def check_classes(network: Network, data: Dataset) -> None:
 
 def predict_probabilities(network: Network, data: Dataset) -> np.ndarray:
     """(N_test, classes) probabilities, the images fed in the model's input range."""
-    return network.probabilities(data.x_test)
+    return network.probabilities(data.x_test, progress_label="test-set predictions")
 
 
 def chance_warning(ctx: ModelContext) -> str | None:

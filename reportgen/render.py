@@ -1,4 +1,4 @@
-"""Jinja rendering of the HTML and Markdown pages. All markup lives in templates/."""
+"""Jinja rendering of the HTML and Markdown pages. All markup lives in reportgen/templates/."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import jinja2
 
-from . import __version__
+from . import __version__, progress
 from .fingerprint import TEMPLATES_DIR
 from .report import Page, Section
 
@@ -66,11 +66,14 @@ def render_model_pages(folder: Path, report: dict[str, Any], sections: list[Sect
     `site_models` ((name, slug) pairs) are the navigation bar's model links."""
     context = {"report": report, "sections": sections, "site_root": "../", "model_root": "",
                "site_models": site_models}
-    render("model.html", folder / "index.html", **context)
-    render("model.md", folder / "index.md", **context)
-    for section in sections:
-        for page in section.pages:
-            render_page(folder, report, section, page)
+    with progress.bar(1 + sum(len(section.pages) for section in sections), "pages", unit="page") as pages:
+        render("model.html", folder / "index.html", **context)
+        render("model.md", folder / "index.md", **context)
+        pages.update()
+        for section in sections:
+            for page in section.pages:
+                render_page(folder, report, section, page)
+                pages.update()
 
 
 def render_page(folder: Path, report: dict[str, Any], section: Section, page: Page) -> None:

@@ -16,10 +16,10 @@ from typing import Any
 import keras
 import numpy as np
 
-from . import progress
 from .config import ModelSpec
 from .data import Dataset
 from .errors import ReportgenError
+from .keras_progress import FitProgress
 from .zoo import build_architecture
 
 QUICK_TRAIN_SAMPLES = 10000
@@ -80,26 +80,10 @@ def train(spec: ModelSpec, data: Dataset, seed: int, quick: bool = False) -> Tra
     fit = model.fit(
         x, y, batch_size=spec.batch_size, epochs=epochs, shuffle=True,
         validation_data=(data.x_test, data.y_test), verbose=0,
-        callbacks=[EpochLogger(spec.name, epochs)],
+        callbacks=[FitProgress(f"training {spec.name}")],
     )
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     return TrainedModel(model, history, "trained", time.perf_counter() - start)
-
-
-class EpochLogger(keras.callbacks.Callback):
-    """One progress line per training epoch: loss, accuracy and time."""
-
-    def __init__(self, name: str, epochs: int) -> None:
-        super().__init__()
-        self.name, self.epochs = name, epochs
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        numbers = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if isinstance(v, float))
-        seconds = time.perf_counter() - self._start
-        progress.log(f"  [{self.name}] epoch {epoch + 1}/{self.epochs} {numbers} ({seconds:.1f}s)")
 
 
 def load_model_file(path: Path) -> TrainedModel:

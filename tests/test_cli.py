@@ -147,3 +147,12 @@ def test_an_unexpected_exception_is_one_line_and_debug_shows_the_traceback(capsy
     code, lines = run_cli([*args, "--debug"], capsys)
     assert code == 2
     assert lines[0].startswith("Traceback") and "RuntimeError: something inside Keras broke" in lines
+
+
+def test_version_prints_the_package_version(capsys):
+    from reportgen import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"reportgen, version {__version__}"

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from reportgen.config import load_config
+from reportgen.config import MODEL_FIELDS, load_config, parse_config
 from reportgen.errors import ReportgenError
 from reportgen.slugs import slugify
 
@@ -90,3 +90,12 @@ def test_feature_vis_settings_come_from_the_config(tmp_path):
     settings = FeatVisSettings.from_config(config.models[0].feature_vis)
     assert (settings.steps, settings.scales, settings.zoom) == (64, (0.5, 1.0), 0)
     assert settings.stages() == [(0.5, 32), (1.0, 32)]
+
+
+@pytest.mark.parametrize("key", list(MODEL_FIELDS))
+def test_every_model_key_is_checked(key):
+    """A key added to ModelSpec is type-checked too: a plain one through its annotation, others by their branch."""
+    model = {"name": "a", "dataset": "mnist", "architecture": "mnist_3conv", key: True}
+    with pytest.raises(ReportgenError) as error:
+        parse_config({"models": [model]}, source="reportgen.toml", root=REPO)
+    assert f"'{key}'" in str(error.value) and "reportgen.toml" in str(error.value)

@@ -23,6 +23,7 @@ from functools import cached_property
 import keras
 import numpy as np
 
+from ..keras_progress import PredictProgress
 from .geometry import ReceptiveField, crops_are_exact, receptive_field
 from .graph import INPUT, ModelGraph, Node, flatten, model_input_shape
 from .inputs import InputRange, detect_input_range, given_range
@@ -135,18 +136,23 @@ class Network:
     def logits_model(self) -> keras.Model:
         return self.logits_graph.model(self.logits_graph.output)
 
-    def probabilities(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    def probabilities(self, images: np.ndarray, batch_size: int = 512, progress_label: str | None = None) -> np.ndarray:
         """(N, classes) probabilities in [0, 1] summing to 1 (see outputs.to_probabilities). Inputs that fit
-        in one batch go through a direct call, which skips `predict`'s set-up."""
-        values = self._predict(self.graph.model(self.graph.output), images, batch_size)
-        logits = self._predict(self.logits_model(), images, batch_size) if self.output_kind == "multi-sigmoid" else None
+        in one batch go through a direct call, which skips `predict`'s set-up; longer passes show a progress
+        bar over their batches when given a `progress_label`."""
+        values = self._predict(self.graph.model(self.graph.output), images, batch_size, progress_label)
+        logits = None
+        if self.output_kind == "multi-sigmoid":
+            logits = self._predict(self.logits_model(), images, batch_size, progress_label)
         return to_probabilities(values, self.output_kind, logits)
 
     @staticmethod
-    def _predict(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    def _predict(model: keras.Model, images: np.ndarray, batch_size: int, progress_label: str | None = None
+                 ) -> np.ndarray:
         if len(images) <= batch_size:
             return np.asarray(model(images, training=False))
-        return np.asarray(model.predict(images, batch_size=batch_size, verbose=0))
+        callbacks = [PredictProgress(progress_label)] if progress_label else None
+        return np.asarray(model.predict(images, batch_size=batch_size, verbose=0, callbacks=callbacks))
 
     @cached_property
     def any_size_graph(self) -> ModelGraph:
