@@ -25,10 +25,10 @@ import numpy as np
 
 from ..keras_progress import PredictProgress
 from .geometry import ReceptiveField, crops_are_exact, receptive_field
-from .graph import INPUT, ModelGraph, Node, flatten, model_input_shape
+from .graph import INPUT, ModelGraph, Node, Replace, flatten, model_input_shape
 from .inputs import InputRange, detect_input_range, given_range
 from .outputs import OutputKind, class_count, output_kind, to_probabilities
-from .surgery import linear_output, relu_gradient
+from .surgery import chain, combine, linear_output, reinitialized, relu_gradient
 from .units import ConvUnit, conv_units, grid_nodes
 
 __all__ = ["INPUT", "ChannelStats", "ConvUnit", "InputRange", "ModelGraph", "Network", "Node", "ReceptiveField",
@@ -60,10 +60,12 @@ class Network:
             several inputs or outputs).
     """
 
-    def __init__(self, model: keras.Model, input_range: tuple[float, float] | InputRange | None = None) -> None:
+    def __init__(self, model: keras.Model, input_range: tuple[float, float] | InputRange | None = None,
+                 replace: Replace | None = None) -> None:
         self.model = model
+        self._replace = replace
         shape = model_input_shape(model)
-        raw = flatten(model, input_shape=shape)
+        raw = flatten(model, input_shape=shape, replace=replace)
         if input_range is None:
             input_range = detect_input_range(raw)
         elif not isinstance(input_range, InputRange):
@@ -84,9 +86,16 @@ class Network:
             _NETWORKS[model] = cls(model)
         return _NETWORKS[model]
 
-    def _flatten(self, **kwargs) -> ModelGraph:
+    def _flatten(self, replace: Replace | None = None, **kwargs) -> ModelGraph:
         adapt = None if self.input_range.is_unit else self.input_range.to_model
-        return flatten(self.model, adapt=adapt, **kwargs)
+        if self._replace is not None:
+            replace = self._replace if replace is None else chain(self._replace, replace)
+        return flatten(self.model, adapt=adapt, replace=replace, **kwargs)
+
+    def randomized(self, paths: list[str], seed: int = 0) -> Network:
+        """The same network with the layers at `paths` re-initialised (the sanity check's copy); the
+        user's model and its weights are left as they are."""
+        return Network(self.model, self.input_range, replace=reinitialized(paths, seed))
 
     @property
     def image_shape(self) -> tuple:
@@ -160,10 +169,14 @@ class Network:
         (a Dense after a Flatten, and everything after it) have no tensor (`graph.available`)."""
         return self._flatten(input_shape=(None, None, None, self.image_shape[-1]), partial=True)
 
-    def relu_graph(self, rule: str, any_size: bool = False) -> ModelGraph:
-        """The model with every ReLU's gradient replaced by `rule` ("deconvnet" or "guided")."""
+    def relu_graph(self, rule: str, any_size: bool = False, logits: bool = False) -> ModelGraph:
+        """The model with every ReLU's gradient replaced by `rule` ("deconvnet" or "guided"), and with a
+        linear last activation when `logits`."""
         shape = (None, None, None, self.image_shape[-1]) if any_size else None
-        return self._flatten(replace=relu_gradient(rule), input_shape=shape, partial=any_size)
+        replace = relu_gradient(rule)
+        if logits:
+            replace = combine(linear_output(self.graph.output), replace)
+        return self._flatten(replace=replace, input_shape=shape, partial=any_size)
 
     def receptive_field(self, path: str, input_size: tuple[int, int] | None = None) -> ReceptiveField | None:
         return receptive_field(self.graph, path, input_size)

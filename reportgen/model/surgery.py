@@ -3,7 +3,8 @@
 Every swap is a `graph.Replace` hook used while tracing: a layer whose
 activation must change (a linear output for logits, a ReLU with another
 gradient for deconvnet and guided backprop) is called as a copy with the same
-weights and the new activation; every other layer is shared as it is.
+weights and the new activation; the sanity check's re-initialised layers are
+fresh copies; every other layer is shared as it is.
 """
 
 from __future__ import annotations
@@ -48,6 +49,47 @@ def linear_output(output_path: str) -> Replace:
         if hasattr(layer, "activation") and not isinstance(layer, keras.layers.Activation):
             return with_activation(layer, "linear")
         return lambda x, *args, **kwargs: x  # an Activation or Softmax layer (or op) of its own
+
+    return replace
+
+
+def reinitialized(paths: list[str], seed: int = 0) -> Replace:
+    """The layers at `paths` as fresh copies with their own initializers, seeded (`seed` plus the path's
+    position), for the cascading randomisation of the sanity check. Each copy is made once, so every graph
+    traced with this hook shares its new weights."""
+    seeds = {path: seed + k for k, path in enumerate(paths)}
+    made: dict[str, keras.layers.Layer] = {}
+
+    def replace(path: str, layer: keras.Operation) -> Activation | None:
+        if path not in seeds:
+            return None
+        if path not in made:
+            config = _seeded_initializers(layer.get_config(), seeds[path])
+            copy = layer.__class__.from_config({**config, "name": f"{layer.name}_random"})
+            copy(keras.Input(batch_shape=layer.input.shape))  # builds it, and gives it an input like the original's
+            made[path] = copy
+        return made[path]
+
+    return replace
+
+
+def _seeded_initializers(config: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The layer config with every random initializer given a seed (distinct per initializer)."""
+    out = dict(config)
+    for k, key in enumerate(sorted(k for k in config if k.endswith("_initializer") and config[k] is not None)):
+        initializer = keras.initializers.get(config[key])
+        settings = initializer.get_config()
+        if "seed" in settings:
+            out[key] = initializer.__class__.from_config({**settings, "seed": seed * 16 + k})
+    return out
+
+
+def chain(first: Replace, then: Replace) -> Replace:
+    """`then` applied to the layer `first` gives (or to the original where `first` leaves it)."""
+
+    def replace(path: str, layer: keras.Operation) -> Activation | None:
+        replaced = first(path, layer)
+        return then(path, replaced or layer) or replaced
 
     return replace
 
