@@ -34,6 +34,7 @@ class ModelSpec:
     compare_classes: list[int] = field(default_factory=list)  # two class ids, or empty for the most confused pair
     max_units: int = 256  # per-layer cap on units drawn (the rest are listed)
     dream_image: str | None = None
+    dream_size: int = 512  # DeepDream: pixels on the photo's long side, the size of the final dream
     description: str = ""
     feature_vis: dict[str, Any] = field(default_factory=dict)  # FeatVisSettings overrides, e.g. {steps = 256}
 
@@ -171,7 +172,7 @@ def _check_field(key: str, value: Any, where: str, source: str) -> None:
         if isinstance(value, list) and all(_is_int(v) for v in value):
             return
         raise ReportgenError(f"{source}: 'compare_classes' in {where} must be a list of class ids")
-    expected = {"epochs": int, "batch_size": int, "max_units": int}.get(key, str)
+    expected = {"epochs": int, "batch_size": int, "max_units": int, "dream_size": int}.get(key, str)
     _check_type(value, expected, f"'{key}' in {where}", source)
     if expected is int and value < 1:
         raise ReportgenError(f"{source}: '{key}' in {where} must be at least 1, not {value}")
