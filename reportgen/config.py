@@ -35,6 +35,7 @@ class ModelSpec:
     compare_classes: list[int] = field(default_factory=list)  # two class ids, or empty for the most confused pair
     max_units: int = 256  # per-layer cap on units drawn (the rest are listed)
     dream_image: str | None = None
+    dream_size: int = 512  # DeepDream: pixels on the photo's long side, the size of the final dream
     description: str = ""
     feature_vis: dict[str, Any] = field(default_factory=dict)  # FeatVisSettings overrides, e.g. {steps = 256}
     input_range: list[float] | None = None  # pixel values the model was trained on, e.g. [0, 255]; None: detected

@@ -152,3 +152,20 @@ def test_navigation_links_models_already_in_the_site(tmp_path):
     (tmp_path / ".staging-x" / "report.json").write_text("{}")
     models = navigation_models([kept, new], tmp_path)
     assert models == [("Kept", kept.slug), ("New", new.slug), ("Old one", "old-one")]
+
+
+def test_deepdream_numbers_are_on_both_pages(site, report):
+    from reportgen.render import number
+
+    section = next(s for s in report["sections"] if s["id"] == "deepdream")
+    data = section["data"]
+    html = (site / "mnist-3conv" / "index.html").read_text()
+    markdown = (site / "mnist-3conv" / "index.md").read_text()
+    assert data["size"] == data["octave_sizes"][-1] and data["channels"] == 1
+    assert html.count(f'src="{data["photo_path"]}"') == len(section["figures"])
+    for figure, dream in zip(section["figures"], data["dreams"]):
+        assert dream["rose_every_octave"] and figure["numbers"]["ssim"] == dream["ssim"]
+        for page in (html, markdown):
+            assert figure["path"] in page and dream["octaves_path"] in page
+            for key in ("ssim", "objective_gain", "mean_abs_change"):
+                assert number(dream[key]) in page, key

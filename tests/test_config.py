@@ -43,6 +43,8 @@ def test_shipped_config_has_the_four_seed_models():
         (MODEL + 'feature_vis = { learning_rate = 0.0 }\n', "must be more than 0"),
         (MODEL + 'feature_vis = { zoom = "5%" }\n', "must be float"),
         (MODEL + 'feature_vis = 3\n', "must be a table"),
+        (MODEL + 'dream_size = 0\n', "'dream_size' in model 'a' must be at least 1"),
+        (MODEL + 'dream_size = "512"\n', "'dream_size' in model 'a' must be int"),
     ],
 )
 def test_invalid_config_names_the_key_and_the_file(tmp_path, text, message):
