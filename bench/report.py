@@ -1,9 +1,11 @@
 """Benchmark: one model's whole report, training excluded, timed per section.
 
     python bench/report.py [--model mnist-3conv] [--quick]
+    python bench/report.py --model-file my.keras --dataset mnist [--quick]
 
-Trains (or loads from the cache) the model first, then times the test-set
-prediction and every section builder on it, and prints a table and the total.
+Trains (or loads from the cache) the model, or reads the model file, first,
+then times the test-set prediction and every section builder on it, and
+prints a table and the total.
 """
 
 from __future__ import annotations
@@ -13,12 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from reportgen.config import load_config
+from reportgen.config import BuildOptions, ModelSpec, load_config
 from reportgen.context import ModelContext
-from reportgen.data import load_dataset
-from reportgen.pipeline import predict_probabilities
+from reportgen.pipeline import load_model_and_data, predict_probabilities
 from reportgen.sections import SECTION_BUILDERS
-from reportgen.training import load_or_train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,20 +26,26 @@ REPO = Path(__file__).resolve().parent.parent
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mnist-3conv")
+    parser.add_argument("--model-file", help="a saved Keras model instead of a configured one")
+    parser.add_argument("--dataset", default="mnist", help="the model file's dataset")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
 
     config = load_config(REPO / "reportgen.toml")
-    spec = config.model(args.model)
-    data = load_dataset(spec.dataset)
-    trained = load_or_train(spec, data, config.resolve(config.cache_dir), config.seed, quick=args.quick)
+    if args.model_file:
+        spec = ModelSpec(name=Path(args.model_file).stem, dataset=args.dataset, model_file=args.model_file)
+    else:
+        spec = config.model(args.model)
+    options = BuildOptions(out=Path(tempfile.gettempdir()), cache_dir=config.resolve(config.cache_dir),
+                           seed=config.seed, quick=args.quick)
+    trained, network, data = load_model_and_data(spec, options)
 
     timings: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        probabilities = predict_probabilities(trained, data)
+        probabilities = predict_probabilities(network, data)
         timings.append((f"predict {len(data.x_test):,} test images", time.perf_counter() - start))
-        ctx = ModelContext(spec=spec, model=trained.model, data=data, out_dir=Path(out), probabilities=probabilities,
+        ctx = ModelContext(spec=spec, network=network, data=data, out_dir=Path(out), probabilities=probabilities,
                            history=trained.history, seed=config.seed, quick=args.quick)
         for name, builder in SECTION_BUILDERS:
             start = time.perf_counter()
