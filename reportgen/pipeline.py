@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,14 @@ def run_sections(ctx: ModelContext) -> list[Section]:
     return sections
 
 
+def budget_record(ctx: ModelContext) -> dict[str, Any]:
+    """Which conv layers and units got galleries, and what the budget left out."""
+    plan = ctx.plan
+    return {**asdict(plan.budget), "summary": plan.describe(),
+            "galleries": {path: [int(i) for i in chosen] for path, chosen in plan.units.items()},
+            "left_out_layers": plan.left_out_layers, "units_left_out": plan.units_left_out()}
+
+
 def assemble_report(ctx: ModelContext, trained: TrainedModel, sections: list[Section], options: BuildOptions,
                     seconds: float, warnings: list[str]) -> dict[str, Any]:
     """The machine-readable record of one model's report (report.json)."""
@@ -137,7 +146,7 @@ def assemble_report(ctx: ModelContext, trained: TrainedModel, sections: list[Sec
         "reportgen_version": __version__,
         "inputs_fingerprint": inputs_fingerprint(spec, options.seed, options.quick, weights),
         "model": {
-            "name": spec.name, "slug": spec.slug, "description": spec.description, "dataset": spec.dataset,
+            "name": spec.name, "slug": spec.slug, "description": spec.description, "dataset": ctx.data.name,
             "architecture": spec.architecture, "source": trained.source,
             "model_file": Path(spec.model_file).name if spec.model_file else None,
             "input_shape": list(network.image_shape), "class_names": ctx.data.class_names,
@@ -152,6 +161,7 @@ def assemble_report(ctx: ModelContext, trained: TrainedModel, sections: list[Sec
             "chance_accuracy": chance_accuracy(y),
         },
         "warnings": warnings,
+        "budget": budget_record(ctx),
         "training": {
             "epochs": len(trained.history.get("loss", [])),
             "seconds": trained.seconds,

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .. import progress
 from ..model import Network
 from ..projections import batch_rows
 from .objectives import LOGITS, Objective, channel, class_logit, layer_mean, neuron
@@ -73,11 +74,14 @@ def visualize_model(model: keras.Model | Network, units: Mapping[str, np.ndarray
     by_canvas: dict[tuple[int, int], list[tuple[str, int]]] = {}
     for name, chosen in wanted.items():
         by_canvas.setdefault(canvas_size(whole[name], settings), []).extend((name, int(unit)) for unit in chosen)
+    chunks = [(size, slots[start : start + step]) for size, slots in by_canvas.items()
+              for step in [min(settings.chunk_size, batch_rows((*size, network.image_shape[-1])))]  # large: fewer
+              for start in range(0, len(slots), step)]
     rendered: dict[str, list[RenderResult]] = {name: [] for name in wanted}
-    for size, slots_wanted in by_canvas.items():
-        chunk_size = min(settings.chunk_size, batch_rows((*size, network.image_shape[-1])))  # large canvases: fewer
-        for start in range(0, len(slots_wanted), chunk_size):
-            chunk = slots_wanted[start : start + chunk_size]
+    progress.log(f"    feature visualization: {sum(len(chunk) for _, chunk in chunks):,} images of "
+                 f"{len(wanted)} layers and classes in {len(chunks)} optimisation(s) of {settings.steps} steps")
+    with progress.bar(len(chunks), "feature visualization", unit="chunk") as bar:
+        for size, chunk in chunks:
             runs = [(name, [unit for _, unit in run]) for name, run in groupby(chunk, key=lambda slot: slot[0])]
             parts = [unit_part(network, name, len(run), settings, paths.get(name), logits) for name, run in runs]
             probe, objective = stack(parts)
@@ -86,6 +90,7 @@ def visualize_model(model: keras.Model | Network, units: Mapping[str, np.ndarray
             offsets = np.cumsum([0] + [len(run) for _, run in runs])
             for (name, _), a, b in zip(runs, offsets[:-1], offsets[1:]):
                 rendered[name].append(RenderResult(result.images[a:b], result.values[a:b]))
+            bar.update()
     return {name: _proof(network, whole[name], name, wanted[name], rendered[name]) for name in wanted}
 
 

@@ -32,7 +32,6 @@ def build(ctx: ModelContext) -> Section | None:
     )
     units = ctx.plan.units
     section.notes.extend(budget_notes(ctx))
-    progress.log(f"    optimising {sum(map(len, units.values()))} filters and every class together")
     results = visualize_model(ctx.network, {**units, LOGITS: None}, settings, ctx.seed)
     if convs:
         section.data["layers"] = {}

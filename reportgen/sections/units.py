@@ -49,9 +49,10 @@ def build(ctx: ModelContext) -> Section | None:
     cap = QUICK_UNITS if ctx.quick else None
     slugs = [slugify(name) for name in names]
     rows = []
-    for i, layer in enumerate(layers):
-        progress.log(f"    units: {layer.path}")
-        rows.append(_layer(ctx, layer, examples[layer.path], projectors, x, cap, names, slugs, i, section))
+    with progress.bar(len(layers), "unit crops, projections and pages", unit="layer") as bar:
+        for i, layer in enumerate(layers):
+            rows.append(_layer(ctx, layer, examples[layer.path], projectors, x, cap, names, slugs, i, section))
+            bar.update()
     section.tables.append(Table(
         ["Layer", "Filters", "Receptive field", "Dead", "Pages", "Max |deconvnet| outside RF",
          "Max |guided| outside RF"], rows, title="Conv layers"))
