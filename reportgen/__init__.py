@@ -7,8 +7,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 __version__ = "0.1.0"
 
 
+from .errors import ReportgenError
+
+__all__ = ["ReportCallback", "ReportgenError", "build_report"]
+
+
 def __getattr__(name: str):
-    """`reportgen.ReportCallback` without importing TensorFlow for every `import reportgen`."""
+    """`reportgen.build_report` and `reportgen.ReportCallback` without importing TensorFlow for every
+    `import reportgen`."""
+    if name == "build_report":
+        from .api import build_report
+
+        return build_report
     if name == "ReportCallback":
         from .callback import ReportCallback
 

@@ -3,40 +3,48 @@
     model.fit(x, y, epochs=10, callbacks=[reportgen.ReportCallback("mnist", out="site")])
 
 At the end of training (and every `every_n_epochs` epochs, if set) the model
-is saved with its history so far and built like `reportgen build --model-file`,
-atomically, so the site is never half-written while training goes on.
+is built with its history so far by `reportgen.build_report`, like `reportgen
+build --model-file`, atomically, so the site is never half-written while
+training goes on.
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import keras
 
-from .config import BuildOptions, ModelSpec
-from .training import history_path
+from .api import build_report
+from .data import check_spec
+from .errors import ReportgenError
 
 
 class ReportCallback(keras.callbacks.Callback):
-    """Writes the report of the model being trained into `out` (a site folder).
+    """Writes the report of the model being trained into `out` (a site folder), through `build_report`.
 
-    Bad arguments (an unknown dataset, a non-positive `every_n_epochs`) fail here,
-    when the callback is made, not after hours of training.
+    Args:
+        dataset: The test data, in any form `build_report` takes (a spec such as "mnist", or arrays).
+        out: The site folder.
+        name: The report's name (default: the model's name).
+        every_n_epochs: Also build after every n epochs (default: only at the end of training).
+        quick: Shortened visualizations.
+        seed: Seed of every random start.
+
+    Raises:
+        ReportgenError: A bad argument (an unknown dataset, a non-positive `every_n_epochs`), here, when the
+            callback is made, not after hours of training.
     """
 
-    def __init__(self, dataset: str, out: str | Path = "site", name: str | None = None,
+    def __init__(self, dataset: Any, out: str | Path = "site", name: str | None = None,
                  every_n_epochs: int | None = None, quick: bool = False, seed: int = 0) -> None:
         super().__init__()
         if every_n_epochs is not None and (not isinstance(every_n_epochs, int) or every_n_epochs < 1):
-            raise ValueError(f"every_n_epochs must be a positive int or None, not {every_n_epochs!r}")
+            raise ReportgenError(f"every_n_epochs must be a positive int or None, not {every_n_epochs!r}")
         if name is not None and not name.strip():
-            raise ValueError("name must not be empty")
-        from .cli import check_inputs
-
-        check_inputs([ModelSpec(name=name or "model", dataset=dataset)])  # one-line ReportgenError on a typo
+            raise ReportgenError("name must not be empty")
+        if isinstance(dataset, str):
+            check_spec(dataset)
         self.dataset, self.out, self.name = dataset, Path(out), name
         self.every_n_epochs, self.quick, self.seed = every_n_epochs, quick, seed
         self.history: dict[str, list[float]] = {}  # per-epoch logs, across every fit() this callback sees
@@ -57,20 +65,11 @@ class ReportCallback(keras.callbacks.Callback):
             self.build_report()
 
     def build_report(self) -> dict[str, Any]:
-        """Save the model as it is now, with its history, and rebuild its pages; returns its report."""
-        from .site import build_site
-
-        name = self.name or self.model.name
-        with tempfile.TemporaryDirectory(prefix="reportgen-callback-") as folder:
-            spec = ModelSpec(name=name, dataset=self.dataset,
-                             description=f"Built by reportgen.ReportCallback after {self.epochs_seen} epochs of "
-                                         "model.fit.")
-            path = Path(folder) / f"{spec.slug}.keras"
-            self.model.save(path)
-            history_path(path).write_text(json.dumps(self.history), encoding="utf-8")
-            spec.model_file = str(path)
-            options = BuildOptions(out=self.out, cache_dir=Path(folder) / "cache", seed=self.seed, quick=self.quick)
-            (report,) = build_site([spec], options)
+        """Rebuild the pages of the model as it is now, with its history so far; returns its report."""
+        report = build_report(self.model, self.dataset, self.out, name=self.name or self.model.name,
+                              quick=self.quick, seed=self.seed, history=self.history,
+                              description=f"Built by reportgen.ReportCallback after {self.epochs_seen} epochs of "
+                                          "model.fit.")
         self._built_at = self.epochs_seen
         return report
 

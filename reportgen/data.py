@@ -1,6 +1,7 @@
 """Datasets by spec name, through Keras's stock loaders, as float32 NHWC in [0, 1].
 
-Specs: `mnist`, `fashion_mnist`, `cifar10`, `cats_vs_dogs` and `folder:PATH`.
+Specs: `mnist`, `fashion_mnist`, `cifar10`, `cats_vs_dogs`, `folder:PATH` (class subfolders)
+and `npz:PATH` (arrays saved with `numpy.savez`, as `build_report` does for data in memory).
 The stock loaders download on a user's machine and read the Keras cache
 (`$KERAS_HOME/datasets`) when the files are already there.
 """
@@ -54,11 +55,21 @@ def load_dataset(spec: str, image_size: tuple[int, int] | None = None) -> Datase
             return _load_folders("cats_vs_dogs", _cats_vs_dogs_root(), image_size or FOLDER_IMAGE_SIZE)
         if spec.startswith("folder:"):
             return _load_folders(spec, Path(spec[len("folder:"):]).expanduser(), image_size or FOLDER_IMAGE_SIZE)
+        if spec.startswith("npz:"):
+            return _load_npz(Path(spec[len("npz:"):]).expanduser())
     except ReportgenError:
         raise
     except OSError as exc:  # includes failed downloads (no network) and unreadable files
         raise ReportgenError(f"dataset {spec!r} could not be loaded: {_one_line(exc)}") from None
-    known = ", ".join([*KERAS_ARRAYS, "cats_vs_dogs", "folder:PATH"])
+    check_spec(spec)
+    raise AssertionError(f"check_spec let {spec!r} through")
+
+
+def check_spec(spec: str) -> None:
+    """A one-line error for a dataset spec no loader takes (cheap: loads nothing)."""
+    if spec in KERAS_ARRAYS or spec == "cats_vs_dogs" or spec.startswith(("folder:", "npz:")):
+        return
+    known = ", ".join([*KERAS_ARRAYS, "cats_vs_dogs", "folder:PATH", "npz:PATH"])
     raise ReportgenError(f"unknown dataset {spec!r} (known: {known})")
 
 
@@ -131,6 +142,30 @@ def _load_folders(name: str, root: Path, image_size: tuple[int, int]) -> Dataset
         split = int(len(x) * 0.8)
         x_train, y_train, x_test, y_test = x[order[:split]], y[order[:split]], x[order[split:]], y[order[split:]]
     return Dataset(name, x_train, y_train, x_test, y_test, classes)
+
+
+def _load_npz(path: Path) -> Dataset:
+    """`x_test` (N, H, W[, C]) as uint8 0-255 or floats in [0, 1], `y_test` (N,) class indices, and optionally
+    `class_names` and `name`. A trained model's report needs no training images."""
+    if not path.is_file():
+        raise ReportgenError(f"dataset file not found: {path}")
+    try:
+        arrays = np.load(path, allow_pickle=False)
+        x, y = arrays["x_test"], arrays["y_test"]
+    except (KeyError, ValueError) as exc:
+        raise ReportgenError(f"{path}: not an .npz with x_test and y_test arrays ({_one_line(exc)})") from None
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255.0
+    elif x.size and (x.min() < -1e-3 or x.max() > 1 + 1e-3):
+        raise ReportgenError(f"{path}: x_test must be uint8 or floats in [0, 1], not [{x.min():g}, {x.max():g}]")
+    x = np.clip(x.astype(np.float32), 0.0, 1.0)
+    x = x[..., None] if x.ndim == 3 else x
+    y = y.reshape(-1).astype(np.int64)
+    if x.ndim != 4 or len(x) != len(y) or not len(y) or y.min() < 0:
+        raise ReportgenError(f"{path}: x_test {x.shape} and y_test {y.shape} must be N images and N class indices")
+    names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else [str(i) for i in range(y.max() + 1)]
+    name = str(arrays["name"]) if "name" in arrays else f"npz:{path.name}"
+    return Dataset(name, x[:0], y[:0], x, y, names)
 
 
 def _read_image_folder(folder: Path, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -33,6 +33,10 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
+def is_quiet() -> bool:
+    return _quiet
+
+
 def log(message: str) -> None:
     """One line on stderr; on a terminal it is printed above the live bars instead of through them."""
     if not _quiet:

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import progress
 from .config import BuildOptions, ModelSpec
+from .errors import ReportgenError
 from .ownership import check_site, mark_model_folder, mark_site
 from .render import render_index
 from .status import is_up_to_date, read_report
@@ -31,6 +32,7 @@ def build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str, 
 
     Returns the report of every model in `specs`, rebuilt or not."""
     out = options.out
+    check_inputs([spec for spec in specs if not is_up_to_date(spec, options)])
     check_site(out, [spec.slug for spec in specs])
     out.mkdir(parents=True, exist_ok=True)
     mark_site(out)
@@ -46,6 +48,25 @@ def build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str, 
     write_front_pages(out)
     (out / ".nojekyll").touch()
     return reports
+
+
+def check_inputs(specs: list[ModelSpec]) -> None:
+    """Cheap checks before any work starts, so bad input never half-builds a site."""
+    if not specs:
+        return
+    from .data import check_spec
+    from .zoo import ARCHITECTURES
+
+    for spec in specs:
+        check_spec(spec.dataset)
+        if spec.architecture and spec.architecture not in ARCHITECTURES:
+            raise ReportgenError(f"unknown architecture {spec.architecture!r} (known: {', '.join(ARCHITECTURES)})")
+        if spec.model_file:
+            from .training import load_model_file
+
+            load_model_file(Path(spec.model_file))  # fails fast on missing, corrupt or non-Keras files
+        if spec.dream_image and not Path(spec.dream_image).is_file():
+            raise ReportgenError(f"dream image not found: {spec.dream_image}")
 
 
 def navigation_models(specs: list[ModelSpec], out: Path) -> list[tuple[str, str]]:

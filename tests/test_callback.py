@@ -55,5 +55,5 @@ def test_callback_builds_the_report_with_the_training_history(tmp_path: Path) ->
 def test_bad_arguments_fail_before_training() -> None:
     with pytest.raises(ReportgenError, match="unknown dataset"):
         reportgen.ReportCallback("mnsit")
-    with pytest.raises(ValueError, match="every_n_epochs"):
+    with pytest.raises(ReportgenError, match="every_n_epochs"):
         reportgen.ReportCallback("mnist", every_n_epochs=0)

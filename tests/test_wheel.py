@@ -88,3 +88,26 @@ def test_the_installed_wheel_builds_a_report_from_another_folder(installed, tmp_
     shipped_css = (REPO / "reportgen" / "templates" / "style.css").read_text(encoding="utf-8")
     assert (site / "style.css").read_text(encoding="utf-8") == shipped_css
     assert not list(elsewhere.iterdir())  # nothing written into the working folder (the cache follows --out's config)
+
+
+NOTEBOOK = """
+import keras
+import reportgen
+
+(x, y), (x_test, y_test) = keras.datasets.mnist.load_data()
+model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Rescaling(1 / 255),
+                          keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.MaxPooling2D(4),
+                          keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+model.compile("adam", "sparse_categorical_crossentropy")
+model.fit(x[:1000, ..., None], y[:1000], epochs=1, verbose=0)
+report = reportgen.build_report(model, (x_test[:300], y_test[:300]), "site", name="notebook", quick=True)
+print("accuracy", report["metrics"]["test_accuracy"])
+"""
+
+
+def test_the_installed_wheel_builds_a_report_from_a_notebook_style_script(installed, tmp_path):
+    (tmp_path / "notebook.py").write_text(NOTEBOOK, encoding="utf-8")
+    result = run([installed / "python", "notebook.py"], cwd=tmp_path, timeout=900)
+    assert float(result.stdout.split("accuracy")[-1]) > 0.3
+    assert (tmp_path / "site" / "notebook" / "index.html").is_file()
+    assert "feature visualization" in result.stderr  # progress lines (not a terminal: plain ones)

@@ -23,13 +23,14 @@ def build(ctx: ModelContext) -> Section | None:
         ax.set_title(metric)
         ax.set_xticks(epochs)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
     fig.tight_layout()
     final = {k: v[-1] for k, v in history.items() if v}
     figure = Figure(
         ctx.save_figure("training-curves", fig),
-        caption=f"Accuracy and loss per epoch over {len(epochs)} epochs; final validation accuracy "
-        f"{final.get('val_accuracy', float('nan')):.4f}.",
+        caption=f"Accuracy and loss per epoch over {len(epochs)} epochs"
+        + (f"; final validation accuracy {final['val_accuracy']:.4f}." if "val_accuracy" in final else "."),
         alt="Line charts of training and validation accuracy and loss per epoch",
         numbers=final,
     )

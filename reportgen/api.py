@@ -1,0 +1,216 @@
+"""`build_report`: a model's report from Python, for a model trained in a notebook and data in memory.
+
+    import reportgen
+    report = reportgen.build_report(model, (x_test, y_test), out="site", name="my-cnn")
+    report["metrics"]["test_accuracy"]
+
+The model and the data are written to a temporary folder (a `.keras` file and an `.npz`) and built by
+the same `build_site` as `reportgen build --model-file M --dataset npz:D`, so the site is the CLI's,
+written atomically, and the user's model object is never changed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import progress
+from .config import BuildOptions, ModelSpec, parse_model
+from .errors import ReportgenError
+from .slugs import slugify
+
+DATA_FORMS = ("(x_test, y_test), (x_train, y_train, x_test, y_test), ((x_train, y_train), (x_test, y_test)), "
+              "a tf.data.Dataset of (image, label) batches, or a dataset spec such as 'mnist'")
+
+
+def build_report(model: Any, data: Any, out: str | Path = "site", *, name: str | None = None,
+                 class_names: Sequence[str] | None = None, quick: bool = False,
+                 input_range: tuple[float, float] | None = None, seed: int = 0,
+                 budget: dict[str, Any] | None = None, dream_image: str | Path | None = None,
+                 history: dict[str, list[float]] | None = None, description: str = "",
+                 quiet: bool = False) -> dict[str, Any]:
+    """Build the report of one trained model into the site folder `out`, as `reportgen build` does.
+
+    Args:
+        model: A `keras.Model` (Sequential, Functional, nested bases welcome) or the path of a `.keras` /
+            `.h5` file.
+        data: The test data: `(x_test, y_test)` numpy arrays, `(x_train, y_train, x_test, y_test)` (the
+            training arrays are not needed and are ignored), Keras' `((x_train, y_train), (x_test, y_test))`,
+            a `tf.data.Dataset` of `(images, labels)` batches, or a dataset spec (`"mnist"`,
+            `"folder:PATH"`, ...). Images are (N, H, W) or (N, H, W, C) in the range the model was trained
+            on; labels are class indices or one-hot rows.
+        out: The site folder: created, or one reportgen wrote before (anything else is refused).
+        name: The report's name (default: the model's name or file name).
+        class_names: Names of the classes, in label order (arrays only; default "0", "1", ...).
+        quick: Shortened visualizations, for a first look.
+        input_range: The pixel values of black and white the model was trained on, e.g. (0, 255). Default:
+            detected from a Rescaling or Normalization layer at the model's start; for arrays with no such
+            layer, the range the arrays are in (uint8 or above 1.5: [0, 255]; below 0: [-1, 1]; else [0, 1]).
+        seed: Seed of every random start, so a rebuild draws the same pictures.
+        budget: How much of a large model gets galleries, e.g. `{"layers": 8, "units": 256}` (see README).
+        dream_image: A photo for DeepDream (default: scikit-image's sample cat).
+        history: `model.fit(...).history`, to show the training curves.
+        description: A paragraph for the top of the page.
+        quiet: No progress output.
+
+    Returns:
+        The report record, as written to `out/<name>/report.json`.
+
+    Raises:
+        ReportgenError: A bad argument, or a model or dataset reportgen cannot report on; the message is one
+            line that says what to fix. Nothing in `out` has changed.
+    """
+    from .site import build_site
+
+    was_quiet = progress.is_quiet()
+    progress.set_quiet(quiet)
+    try:
+        with tempfile.TemporaryDirectory(prefix="reportgen-api-") as folder:
+            spec = model_spec(model, data, Path(folder), name=name, class_names=class_names,
+                              input_range=input_range, budget=budget, dream_image=dream_image,
+                              history=history, description=description)
+            options = BuildOptions(out=Path(out), cache_dir=Path(folder) / "cache", seed=seed, quick=quick)
+            (report,) = build_site([spec], options)
+    finally:
+        progress.set_quiet(was_quiet)
+    return report
+
+
+def model_spec(model: Any, data: Any, folder: Path, *, name: str | None = None,
+               class_names: Sequence[str] | None = None, input_range: tuple[float, float] | None = None,
+               budget: dict[str, Any] | None = None, dream_image: str | Path | None = None,
+               history: dict[str, list[float]] | None = None, description: str = "") -> ModelSpec:
+    """The `ModelSpec` of a model and data given in Python, their files written into `folder`; the
+    arguments are checked as a config file's entry is."""
+    name = name if name is not None else _model_name(model)
+    if not str(name).strip():
+        raise ReportgenError("name must not be empty")
+    model_file = _model_file(model, folder / slugify(str(name)), history)
+    if isinstance(data, str):
+        if class_names is not None:
+            raise ReportgenError(f"class_names go with arrays: dataset {data!r} names its own classes")
+        dataset = data
+    else:
+        dataset, data_range = _arrays_file(data, folder / "data.npz", class_names)
+        if input_range is None and data_range != (0.0, 1.0):
+            input_range = data_range
+    values = {"name": str(name), "dataset": dataset, "model_file": str(model_file), "description": description,
+              "input_range": None if input_range is None else list(input_range),
+              "budget": dict(budget or {}), "dream_image": None if dream_image is None else str(dream_image)}
+    return parse_model({key: value for key, value in values.items() if value is not None}, "build_report", 0)
+
+
+def _model_name(model: Any) -> str:
+    if isinstance(model, (str, Path)):
+        return Path(model).stem
+    return str(getattr(model, "name", "") or "model")
+
+
+def _model_file(model: Any, stem: Path, history: dict[str, list[float]] | None) -> Path:
+    """The user's file as it is, or a live model saved (with its history) as `stem`.keras."""
+    import json
+
+    import keras
+
+    from .training import history_path
+
+    if isinstance(model, (str, Path)):
+        if history is not None:
+            raise ReportgenError("history goes with a live model; beside a file, save it as <file>.history.json")
+        return Path(model).expanduser()
+    if not isinstance(model, keras.Model):
+        raise ReportgenError(f"model must be a keras.Model or the path of a .keras or .h5 file, "
+                             f"not {type(model).__name__}")
+    path = stem.with_suffix(".keras")
+    try:
+        model.save(path)
+    except Exception as exc:
+        raise ReportgenError(f"the model could not be saved for the report ({' '.join(str(exc).split())[:200]})"
+                             ) from None
+    if history:
+        history_path(path).write_text(json.dumps({k: [float(v) for v in vs] for k, vs in history.items()}),
+                                      encoding="utf-8")
+    return path
+
+
+def _arrays_file(data: Any, path: Path, class_names: Sequence[str] | None) -> tuple[str, tuple[float, float]]:
+    """Test images and labels written as an `.npz` dataset in [0, 1]; returns its spec and the images' range."""
+    images, labels, kind = test_arrays(data)
+    low, high = value_range(images)
+    scaled = images.astype(np.float32) if (low, high) == (0.0, 1.0) else \
+        (images.astype(np.float32) - low) / (high - low)
+    labels = labels_as_indices(labels, len(images))
+    classes = int(labels.max()) + 1
+    names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(classes)]
+    if len(names) < classes:
+        raise ReportgenError(f"class_names has {len(names)} names but the labels go up to {classes - 1}")
+    np.savez(path, x_test=np.clip(scaled, 0.0, 1.0), y_test=labels, class_names=np.array(names),
+             name=np.array(f"{kind} ({len(labels):,} test images)"))
+    return f"npz:{path}", (low, high)
+
+
+def test_arrays(data: Any) -> tuple[np.ndarray, np.ndarray, str]:
+    """(images, labels, what they came from) out of any form `build_report` takes."""
+    import tensorflow as tf
+
+    if isinstance(data, tf.data.Dataset):
+        return (*_from_tf_data(data), "tf.data.Dataset")
+    if isinstance(data, (tuple, list)):
+        if len(data) == 2 and all(isinstance(part, (tuple, list)) and len(part) == 2 for part in data):
+            data = data[1]  # Keras' load_data(): ((x_train, y_train), (x_test, y_test))
+        elif len(data) == 4:
+            data = data[2:]
+        if len(data) == 2:
+            return np.asarray(data[0]), np.asarray(data[1]), "numpy arrays"
+    raise ReportgenError(f"data must be {DATA_FORMS}; got {type(data).__name__}")
+
+
+def _from_tf_data(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Every (images, labels) batch of the dataset; a dataset of single images (scalar labels) is batched here."""
+    spec = dataset.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2):
+        raise ReportgenError("a tf.data.Dataset for build_report must yield (images, labels) pairs")
+    if spec[1].shape.rank == 0:
+        dataset = dataset.batch(256)
+    images, labels = [], []
+    for x, y in dataset.as_numpy_iterator():
+        images.append(x)
+        labels.append(y.reshape(len(y), -1))
+    if not images:
+        raise ReportgenError("the tf.data.Dataset given to build_report is empty")
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def value_range(images: np.ndarray) -> tuple[float, float]:
+    """The pixel values of black and white these images use: [0, 255], [-1, 1] or [0, 1]."""
+    if images.ndim not in (3, 4) or not len(images):
+        raise ReportgenError(f"images must be an array (N, H, W) or (N, H, W, C), not of shape {images.shape}")
+    if images.dtype == np.uint8:
+        return 0.0, 255.0
+    if not np.issubdtype(images.dtype, np.number):
+        raise ReportgenError(f"images must be numbers, not {images.dtype}")
+    low, high = float(images.min()), float(images.max())
+    if low >= 0 and high <= 1.0:
+        return 0.0, 1.0
+    if low >= 0 and high <= 255.0:
+        return 0.0, 255.0
+    if low >= -1.0 and high <= 1.0:
+        return -1.0, 1.0
+    raise ReportgenError(f"images range from {low:g} to {high:g}: pass input_range=(black, white), the values "
+                         "the model was trained to take for a black and a white pixel")
+
+
+def labels_as_indices(labels: np.ndarray, count: int) -> np.ndarray:
+    """Class indices (N,) from indices, (N, 1) columns or one-hot rows."""
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        labels = labels.argmax(axis=1)
+    labels = labels.reshape(-1)
+    if len(labels) != count:
+        raise ReportgenError(f"{count} images but {len(labels)} labels")
+    if not np.issubdtype(labels.dtype, np.number) or np.any(labels < 0) or np.any(labels != np.round(labels)):
+        raise ReportgenError("labels must be class indices 0, 1, ... or one-hot rows")
+    return labels.astype(np.int64)
