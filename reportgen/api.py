@@ -141,14 +141,14 @@ def _arrays_file(data: Any, path: Path, class_names: Sequence[str] | None) -> tu
     """Test images and labels written as an `.npz` dataset in [0, 1]; returns its spec and the images' range."""
     images, labels, kind = test_arrays(data)
     low, high = value_range(images)
-    scaled = images.astype(np.float32) if (low, high) == (0.0, 1.0) else \
-        (images.astype(np.float32) - low) / (high - low)
+    # uint8 is kept as bytes (the loader divides by 255); anything else is mapped to [0, 1]
+    scaled = images if images.dtype == np.uint8 else np.clip((images.astype(np.float32) - low) / (high - low), 0, 1)
     labels = labels_as_indices(labels, len(images))
     classes = int(labels.max()) + 1
     names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(classes)]
     if len(names) < classes:
         raise ReportgenError(f"class_names has {len(names)} names but the labels go up to {classes - 1}")
-    np.savez(path, x_test=np.clip(scaled, 0.0, 1.0), y_test=labels, class_names=np.array(names),
+    np.savez(path, x_test=scaled, y_test=labels, class_names=np.array(names),
              name=np.array(f"{kind} ({len(labels):,} test images)"))
     return f"npz:{path}", (low, high)
 

@@ -174,7 +174,7 @@ class Attributor:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """(N, C) pre-softmax outputs for images `x`, in bounded batches."""
-        step = batch_rows(self._input_shape)
+        step = batch_rows(self._input_shape, self._network.activation_values())
         chunks = [self._logits(tf.constant(x[i : i + step], tf.float32)).numpy() for i in range(0, len(x), step)]
         return np.concatenate(chunks) if chunks else np.zeros((0, 1), np.float32)
 
@@ -199,7 +199,7 @@ class Attributor:
             raise ValueError("no images to explain")
         x = np.asarray(x, np.float32)
         classes = np.asarray(classes, np.int32)
-        batch_size = batch_size or batch_rows(self._input_shape)
+        batch_size = batch_size or batch_rows(self._input_shape, self._network.activation_values())
         per_image = 1 + steps + samples  # the image, the baseline, steps - 1 path points, the noisy copies
         images_per_chunk = max(1, batch_size // per_image)
         rng = np.random.default_rng(seed)
@@ -240,7 +240,7 @@ class Attributor:
 
     def guided_backprop(self, x: np.ndarray, classes: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """(N, H, W) max over channels of |guided-backprop gradient| (Springenberg et al. 2015)."""
-        step = batch_size or batch_rows(self._input_shape)
+        step = batch_size or batch_rows(self._input_shape, self._network.activation_values())
         grads = [self._guided_gradient(tf.constant(x[i : i + step], tf.float32),
                                        tf.constant(np.asarray(classes[i : i + step], np.int32))).numpy()
                  for i in range(0, len(x), step)]

@@ -25,12 +25,18 @@ from .model import Network
 from .model.surgery import RELU_RULES
 
 INPUT_BUDGET = 1 << 22  # input values per gradient batch: ~5000 MNIST images, ~60 colour 150x150 ones
+ACTIVATION_BUDGET = 1 << 26  # values the network computes per gradient batch (256 MB in float32): 22 rows of a
+# ResNet50 at 64x64, which has 3.0 million per image; the seed models stay within INPUT_BUDGET's rows
 
 
-def batch_rows(image_shape: tuple[int, ...], budget: int = INPUT_BUDGET) -> int:
-    """Rows per gradient batch for images of this shape, so that memory stays bounded
-    on a CPU and a GPU alike while small images still go through in one call."""
-    return max(1, budget // int(np.prod(image_shape)))
+def batch_rows(image_shape: tuple[int, ...], activation_values: int | None = None) -> int:
+    """Rows per gradient batch for images of this shape through a network that computes `activation_values`
+    per image (`Network.activation_values`), so that memory stays bounded on a CPU and a GPU alike while
+    small images through small models still go through in one call."""
+    rows = INPUT_BUDGET // int(np.prod(image_shape))
+    if activation_values:
+        rows = min(rows, ACTIVATION_BUDGET // activation_values)
+    return max(1, rows)
 
 
 class Projector:
@@ -51,6 +57,7 @@ class Projector:
         self.rule = rule
         graph = network.relu_graph(rule)
         shape = network.image_shape
+        self._network = network
         points = {name: network.read_point(name) for name in layer_names}
         self._full = {name: _compile(graph.model(point), shape) for name, point in points.items()}
         self._fields = {name: network.receptive_field(point) for name, point in points.items()}
@@ -79,7 +86,7 @@ class Projector:
         n = len(channels)
         if positions is None:
             positions = np.full((n, 2), -1)
-        return _run(self._full[layer_name], images, _rows(ids, n), channels, positions)
+        return _run(self._full[layer_name], images, _rows(ids, n), channels, positions, self._batch(images))
 
     def project_crops(self, layer_name: str, images: np.ndarray, channels: np.ndarray, positions: np.ndarray,
                       ids: np.ndarray | None = None) -> np.ndarray:
@@ -89,9 +96,13 @@ class Projector:
         rf, n = self._fields[layer_name], len(channels)
         if layer_name in self._windows:
             crops = rf.crop(images, positions, ids=_rows(ids, n))
-            return _run(self._windows[layer_name], crops, np.arange(n), channels, np.zeros((n, 2)))
+            return _run(self._windows[layer_name], crops, np.arange(n), channels, np.zeros((n, 2)), self._batch(crops))
         crop = None if rf is None else (lambda p, at: rf.crop(p, at, fill=0.0))
-        return _run(self._full[layer_name], images, _rows(ids, n), channels, positions, crop)
+        return _run(self._full[layer_name], images, _rows(ids, n), channels, positions, self._batch(images), crop)
+
+    def _batch(self, images: np.ndarray) -> int:
+        """Rows per gradient call for images of this size (crops cost less than whole images)."""
+        return batch_rows(images.shape[1:], self._network.activation_values(images.shape[1:3]))
 
 
 def _rows(ids: np.ndarray | None, n: int) -> np.ndarray:
@@ -120,12 +131,13 @@ def _compile(extractor: keras.Model, input_shape: tuple[int, ...]) -> Callable[.
 
 
 def _run(project: Callable[..., tf.Tensor], images: np.ndarray, ids: np.ndarray, channels: np.ndarray,
-         positions: np.ndarray, post: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+         positions: np.ndarray, batch_size: int,
+         post: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """`project` over batches of rows (image `images[ids[i]]`); `post(chunk, positions)`
     shrinks each chunk (a crop) before it is kept, so memory stays at one batch of full images."""
     channels = np.asarray(channels, np.int32).reshape(len(ids))
     positions = np.asarray(positions, np.int32).reshape(len(ids), 2)
-    chunks, batch_size = [], batch_rows(images.shape[1:])
+    chunks = []
     for start in range(0, len(ids), batch_size):
         s = slice(start, start + batch_size)
         out = project(tf.constant(images[ids[s]], tf.float32), tf.constant(channels[s]),

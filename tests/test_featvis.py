@@ -79,7 +79,7 @@ def test_a_large_canvas_gets_fewer_slots_per_optimisation(model, monkeypatch):
         batches.append(len(units))
         return real_render(probe, objective, size, settings, slots, units, seed)
 
-    monkeypatch.setattr(featvis, "batch_rows", lambda shape: 4 if shape == (12, 12, 1) else 0)
+    monkeypatch.setattr(featvis, "batch_rows", lambda shape, values=None: 4 if shape == (12, 12, 1) else 0)
     monkeypatch.setattr(featvis, "render_units", spy)
     limited = visualize_filters(model, "conv_b", settings=FAST, seed=1)
     assert batches == [4, 2]  # 6 filters, at most 4 slots per optimisation for this canvas

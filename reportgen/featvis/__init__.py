@@ -74,9 +74,11 @@ def visualize_model(model: keras.Model | Network, units: Mapping[str, np.ndarray
     by_canvas: dict[tuple[int, int], list[tuple[str, int]]] = {}
     for name, chosen in wanted.items():
         by_canvas.setdefault(canvas_size(whole[name], settings), []).extend((name, int(unit)) for unit in chosen)
-    chunks = [(size, slots[start : start + step]) for size, slots in by_canvas.items()
-              for step in [min(settings.chunk_size, batch_rows((*size, network.image_shape[-1])))]  # large: fewer
-              for start in range(0, len(slots), step)]
+    channels = network.image_shape[-1]
+    chunks = []  # (canvas, slots): large canvases and deep models take fewer slots per optimisation
+    for size, slots in by_canvas.items():
+        step = min(settings.chunk_size, batch_rows((*size, channels), network.activation_values(size)))
+        chunks += [(size, slots[start : start + step]) for start in range(0, len(slots), step)]
     rendered: dict[str, list[RenderResult]] = {name: [] for name in wanted}
     progress.log(f"    feature visualization: {sum(len(chunk) for _, chunk in chunks):,} images of "
                  f"{len(wanted)} layers and classes in {len(chunks)} optimisation(s) of {settings.steps} steps")

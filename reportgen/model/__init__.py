@@ -102,6 +102,17 @@ class Network:
         """(H, W, C) of the images the model takes (H and W may be None)."""
         return tuple(self.graph.input.shape[1:])
 
+    def activation_values(self, size: tuple[int, int] | None = None) -> int:
+        """How many values the whole graph computes for one image (at `size`, default the model's input size):
+        what a gradient batch costs in memory per row, for a deep model far more than the image itself."""
+        height, width = self.image_shape[:2]
+        area = 1.0 if size is None or None in (height, width) else size[0] * size[1] / (height * width)
+        return max(1, round(self._values_at_input_size * area))
+
+    @cached_property
+    def _values_at_input_size(self) -> int:
+        return sum(int(np.prod([d or 1 for d in node.shape[1:]])) for node in self.graph.nodes.values())
+
     def unit(self, path: str) -> ConvUnit:
         """The conv unit of the conv layer at `path`."""
         for unit in self.units:
@@ -133,7 +144,8 @@ class Network:
             return {}
         stats = {path: [keras.ops.mean(self.graph[path].tensor, axis=(1, 2)),
                         keras.ops.max(self.graph[path].tensor, axis=(1, 2))] for path in paths}
-        out = keras.Model(self.graph.input, stats).predict(images, batch_size=batch_size, verbose=0)
+        out = keras.Model(self.graph.input, stats).predict(
+            images, batch_size=batch_size, verbose=0, callbacks=[PredictProgress("conv channel statistics")])
         return {path: ChannelStats(np.asarray(out[path][0]), np.asarray(out[path][1])) for path in paths}
 
     @cached_property
