@@ -86,9 +86,11 @@ def tile_grid(
     return grid
 
 
-def maps_to_tiles(maps: np.ndarray, cmap: str = "viridis", size: tuple[int, int] | None = None) -> np.ndarray:
-    """(N, H, W) activation maps -> (N, H', W', 3) coloured tiles, each normalised on its own."""
-    tiles = colorize(normalize_each(maps))
+def maps_to_tiles(maps: np.ndarray, cmap: str = "viridis", size: tuple[int, int] | None = None,
+                  scaled: bool = False) -> np.ndarray:
+    """(N, H, W) activation maps -> (N, H', W', 3) coloured tiles, each normalised on its own (`scaled`:
+    the maps are in [0, 1] already)."""
+    tiles = colorize(maps if scaled else normalize_each(maps))
     if size is None:
         size = tile_size(maps.shape[-2], maps.shape[-1])
     return resize_nearest(tiles, *size)

@@ -89,3 +89,14 @@ def test_summary_counts_parameters(tiny_context):
     section = summary.build(tiny_context)
     assert section.data["total_params"] == tiny_context.model.count_params()
     assert sum(layer["params"] for layer in section.data["layers"]) == tiny_context.model.count_params()
+
+
+def test_one_by_one_maps_are_scaled_over_the_samples_not_each_on_its_own(tiny_context):
+    """A 1x1 map is a single value: scaled on its own it would always be the darkest colour."""
+    count = len(tiny_context.samples)
+    out = np.arange(count * 2, dtype=np.float32).reshape(count, 1, 1, 2)  # each map rises from sample to sample
+    figure, _, _ = activations._conv_layer(tiny_context, "deep", out, list(range(count)))
+    grid = np.asarray(Image.open(tiny_context.out_dir / figure.path).convert("RGB")).astype(int)
+    first_map_column = grid[:, grid.shape[1] * 3 // (2 * 3) + 1]  # through the tiles of map 0
+    assert len({tuple(pixel) for pixel in first_map_column}) > 3  # not one colour for every sample
+    assert "each map scaled over the sample images" in figure.caption

@@ -56,7 +56,10 @@ def _conv_layer(ctx: ModelContext, name: str, out: np.ndarray, indices: list[int
     """(S, H, W, C) maps: one row per sample, the input image then C map tiles."""
     shown = min(out.shape[-1], ctx.spec.max_units)
     maps = np.moveaxis(out[..., :shown], -1, 1)  # (S, C, H, W)
-    tiles = maps_to_tiles(maps.reshape(-1, *maps.shape[2:]))
+    single = out.shape[1] * out.shape[2] == 1  # a 1x1 map is one value: scale each map over the samples instead
+    if single:
+        maps = normalize_each(maps, axis=(0, 2, 3))
+    tiles = maps_to_tiles(maps.reshape(-1, *maps.shape[2:]), scaled=single)
     tiles = tiles.reshape(len(out), shown, *tiles.shape[1:])
     rows = np.concatenate([_thumbnails(ctx.samples, tiles.shape[2:4])[:, None], tiles], axis=1)
     grid = tile_grid(rows.reshape(-1, *rows.shape[2:]), cols=shown + 1)
@@ -66,6 +69,7 @@ def _conv_layer(ctx: ModelContext, name: str, out: np.ndarray, indices: list[int
                "silent_maps_all_samples": int(np.sum(out.max(axis=(0, 1, 2)) <= 0))}
     caption = (f"{name}: {out.shape[-1]} maps of {out.shape[1]}x{out.shape[2]}"
                + (f", {read_at}" if read_at else "")
+               + (", each map scaled over the sample images" if single else "")
                + (f" (first {shown} shown)" if shown < out.shape[-1] else "")
                + f"; mean activation {numbers['mean_activation']:.3f}, max {numbers['max_activation']:.3f}, "
                f"{numbers['silent_maps_all_samples']} maps silent for every sample.")
