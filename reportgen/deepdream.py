@@ -266,6 +266,7 @@ class DeepDream:
         photo_objective = self._objective(tf.repeat(original, n, axis=0), weights_t).numpy()
         image = tf.repeat(resize(original, sizes[0]), n, axis=0)
         images, before, after = [], [], []
+        octave_bar = progress.bar(len(sizes), "deepdream", unit="octave")
         for i, size in enumerate(sizes):
             if i:
                 # Enlarge and re-add the detail that shrinking the photo to the previous octave lost.
@@ -278,6 +279,8 @@ class DeepDream:
             images.append(image.numpy())
             progress.log(f"    deepdream octave {i + 1}/{len(sizes)} {size[0]}x{size[1]}: objective "
                          f"{float(np.mean(before[-1])):.4g} -> {float(np.mean(after[-1])):.4g}")
+            octave_bar.update()
+        octave_bar.close()
         return Dream(sizes, images, np.array(before), np.array(after), photo_objective, self.tiled)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import progress
 from ..attribution import CAM_METHODS, CONTROL, LABELS, METHODS, Attributions, Attributor, confident_mistakes
 from ..context import ModelContext
 from ..faithfulness import SIGNIFICANCE, Deletion, MethodFaithfulness, deletion_test, most_faithful, summarize
@@ -37,11 +38,15 @@ def build(ctx: ModelContext) -> Section | None:
     settings = {"samples": QUICK_NOISE_SAMPLES if ctx.quick else NOISE_SAMPLES, "noise": NOISE_STD,
                 "steps": QUICK_IG_STEPS if ctx.quick else IG_STEPS, "seed": ctx.seed, "control": True}
 
-    attributor = Attributor(ctx.network, layer)
-    trained = attributor(x, classes, **settings)
-    deletion = deletion_test(attributor.logits, x, classes, trained.maps, DELETED, RANDOM_TRIALS, ctx.seed)
-    randomized_layers = cascade_layers(ctx.network, layer)
-    randomized = Attributor(ctx.network.randomized(randomized_layers, ctx.seed), layer)(x, classes, **settings)
+    with progress.bar(3, "attributions: trained model, deletion test, randomised copy", unit="pass") as done:
+        attributor = Attributor(ctx.network, layer)
+        trained = attributor(x, classes, **settings)
+        done.update()
+        deletion = deletion_test(attributor.logits, x, classes, trained.maps, DELETED, RANDOM_TRIALS, ctx.seed)
+        done.update()
+        randomized_layers = cascade_layers(ctx.network, layer)
+        randomized = Attributor(ctx.network.randomized(randomized_layers, ctx.seed), layer)(x, classes, **settings)
+        done.update()
     correlations = {m: rank_correlation(trained.maps[m], randomized.maps[m]) for m in trained.maps}
     # Signed maps (Integrated Gradients) are ranked by evidence; their magnitude is checked too.
     magnitudes = {m: rank_correlation(np.abs(trained.maps[m]), np.abs(randomized.maps[m]))
