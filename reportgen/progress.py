@@ -50,7 +50,15 @@ def step(label: str) -> Iterator[None]:
     log(f"  {label} ...")
     start = time.perf_counter()
     yield
-    log(f"  {label}: done in {time.perf_counter() - start:.1f}s")
+    log(f"  {label}: done in {time.perf_counter() - start:.1f}s (peak memory so far {peak_memory_gb():.1f} GB)")
+
+
+def peak_memory_gb() -> float:
+    """The process's largest resident set so far (what `/usr/bin/time -v` reports at the end)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024**3 if sys.platform == "darwin" else peak / 1024**2  # bytes on macOS, kB on Linux
 
 
 class Bar:
