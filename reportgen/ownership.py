@@ -16,6 +16,7 @@ from .errors import ReportgenError
 SITE_MARKER = ".reportgen-site"
 MANIFEST = ".reportgen-files"
 FRONT_PAGES = ("index.html", "index.md", "style.css", ".nojekyll", SITE_MARKER)
+PLACEHOLDERS = (".gitkeep", ".keep", ".gitignore")  # what keeps an empty folder in git: not content
 
 
 def check_site(out: Path, model_slugs: list[str]) -> None:
@@ -31,7 +32,7 @@ def check_site(out: Path, model_slugs: list[str]) -> None:
     """
     if out.exists() and not out.is_dir():
         raise ReportgenError(f"--out {out} is a file, not a folder")
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or all(entry.name in PLACEHOLDERS for entry in out.iterdir()):
         return
     if not is_site(out):
         raise ReportgenError(f"{out} is not empty and is not a reportgen site (it has no {SITE_MARKER}); "

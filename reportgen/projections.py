@@ -100,6 +100,12 @@ class Projector:
         crop = None if rf is None else (lambda p, at: rf.crop(p, at, fill=0.0))
         return _run(self._full[layer_name], images, _rows(ids, n), channels, positions, self._batch(images), crop)
 
+    def release(self, layer_name: str) -> None:
+        """Drop a layer's compiled functions once its units are done: each holds a traced copy of the model
+        up to the layer, and a deep model's copies, kept for every layer, would add up to gigabytes."""
+        self._full.pop(layer_name, None)
+        self._windows.pop(layer_name, None)
+
     def _batch(self, images: np.ndarray) -> int:
         """Rows per gradient call for images of this size (crops cost less than whole images)."""
         return batch_rows(images.shape[1:], self._network.activation_values(images.shape[1:3]))

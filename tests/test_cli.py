@@ -156,3 +156,17 @@ def test_version_prints_the_package_version(capsys):
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"reportgen, version {__version__}"
+
+
+def test_a_folder_holding_only_a_gitkeep_is_an_empty_site_folder(tmp_path):
+    """The repository keeps site/ in git with a .gitkeep: a fresh clone's first build must go there."""
+    from reportgen.errors import ReportgenError
+    from reportgen.ownership import check_site
+
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / ".gitkeep").touch()
+    check_site(out, ["mnist-3conv"])  # no error
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ReportgenError, match="not a reportgen site"):
+        check_site(out, ["mnist-3conv"])

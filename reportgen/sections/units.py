@@ -52,6 +52,8 @@ def build(ctx: ModelContext) -> Section | None:
     with progress.bar(len(layers), "unit crops, projections and pages", unit="layer") as bar:
         for i, layer in enumerate(layers):
             rows.append(_layer(ctx, layer, examples[layer.path], projectors, x, cap, names, slugs, i, section))
+            for projector in projectors.values():
+                projector.release(layer.path)
             bar.update()
     section.tables.append(Table(
         ["Layer", "Filters", "Receptive field", "Dead", "Pages", "Max |deconvnet| outside RF",
