@@ -66,7 +66,7 @@ class Projector:
         for name, rf in self._fields.items():
             if rf is not None and network.crops_are_exact(points[name]):
                 window_graph = window_graph or network.relu_graph(rule, any_size=True)
-                crop_shape = (*rf.size, shape[-1])
+                crop_shape = (*rf.crop_size, shape[-1])
                 window = window_graph.model(points[name])
                 if tuple(window.compute_output_shape((1, *crop_shape))[1:3]) == (1, 1):
                     self._windows[name] = _compile(window, crop_shape)

@@ -69,6 +69,22 @@ def test_receptive_field_crop_pads_outside_the_image():
     np.testing.assert_array_equal(by_id[1, :, :2, 0], image[0, 3:6, 19:21, 0])
 
 
+def test_a_field_larger_than_the_image_is_cropped_to_the_whole_image():
+    inputs = keras.Input((9, 20, 1))
+    x = keras.layers.Conv2D(1, 5, padding="same", name="a")(inputs)
+    x = keras.layers.Conv2D(1, 5, padding="same", name="b")(x)
+    rf = Network(keras.Model(inputs, x)).receptive_field("b")
+    assert rf.size == (9, 9) and rf.crop_size == (9, 9)  # exactly the image's height: no overhang yet
+    rf = Network(keras.Model(inputs, keras.layers.Conv2D(1, 3, padding="same", name="c")(x))).receptive_field("c")
+    assert rf.size == (11, 11) and rf.crop_size == (9, 11)
+    image = np.arange(9 * 20, dtype=np.float32).reshape(1, 9, 20, 1)
+    crops = rf.crop(image, np.array([[0, 0], [8, 10]]), fill=-1, ids=np.array([0, 0]))
+    assert crops.shape == (2, 9, 11, 1)
+    np.testing.assert_array_equal(crops[1, :, :, 0], image[0, :, 5:16, 0])  # whole height, the field's width
+    np.testing.assert_array_equal(crops[0, :, 5:, 0], image[0, :, :6, 0])
+    assert (crops[0, :, :5] == -1).all()
+
+
 def test_running_top_k_equals_brute_force():
     rng = np.random.default_rng(0)
     values = rng.normal(size=(1000, 7)).astype(np.float32)

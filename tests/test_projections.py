@@ -172,3 +172,18 @@ def test_receptive_field_is_the_union_over_a_residual_merge():
     network = Network(model)
     assert network.receptive_field("a").size == (3, 3)
     assert network.receptive_field("sum").size == (5, 5)
+
+
+def test_forward_passes_of_a_deep_model_take_fewer_rows_and_give_the_same_numbers(monkeypatch):
+    import reportgen.model as model_module
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    network = Network(keras.Model(inputs, outputs))
+    images = np.random.default_rng(0).random((40, 16, 16, 3)).astype(np.float32)
+    whole = network.probabilities(images)
+    assert network.forward_rows() == 256  # a small model: the plain batch
+    monkeypatch.setattr(model_module, "FORWARD_BUDGET", 10 * network.activation_values())
+    assert network.forward_rows() == 10
+    np.testing.assert_allclose(network.probabilities(images), whole, atol=1e-6)

@@ -50,12 +50,24 @@ class ReceptiveField:
         x0 = self.start[1] + x * self.jump[1]
         return y0, y0 + self.size[0], x0, x0 + self.size[1]
 
-    def _spans(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Input rows (N, size_y) and cols (N, size_x) under each of (N, 2) unit positions."""
+    @property
+    def crop_size(self) -> tuple[int, int]:
+        """The size of `crop`'s boxes: the field's, except on an axis where the field is larger than the image
+        (deep layers of large models at small inputs), where it is the image's."""
+        return min(self.size[0], self.input_size[0]), min(self.size[1], self.input_size[1])
+
+    def _spans(self, positions: np.ndarray, sizes: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Input rows (N, size_y) and cols (N, size_x) under each of (N, 2) unit positions; with `sizes`
+        (`crop_size`), an axis the field overhangs spans the whole image instead."""
         positions = np.asarray(positions).reshape(-1, 2)
-        rows = (self.start[0] + positions[:, 0] * self.jump[0])[:, None] + np.arange(self.size[0])
-        cols = (self.start[1] + positions[:, 1] * self.jump[1])[:, None] + np.arange(self.size[1])
-        return rows, cols
+        spans = []
+        for axis in range(2):
+            if sizes is not None and sizes[axis] < self.size[axis]:
+                spans.append(np.broadcast_to(np.arange(sizes[axis]), (len(positions), sizes[axis])))
+            else:
+                first = self.start[axis] + positions[:, axis] * self.jump[axis]
+                spans.append(first[:, None] + np.arange(self.size[axis]))
+        return spans[0], spans[1]
 
     def masks(self, positions: np.ndarray) -> np.ndarray:
         """(N, H, W) boolean: True on the input pixels each unit can see."""
@@ -70,10 +82,12 @@ class ReceptiveField:
 
     def crop(self, images: np.ndarray, positions: np.ndarray, fill: float = 0.5,
              ids: np.ndarray | None = None) -> np.ndarray:
-        """Crops around (N, 2) unit positions, (N, size_y, size_x, C), from images[ids[i]] (images[i]
-        without `ids`); the part outside the image is `fill`. Only the crops are gathered, never a padded
-        copy of the images."""
-        rows, cols = self._spans(positions)
+        """Crops around (N, 2) unit positions, (N, *crop_size, C), from images[ids[i]] (images[i] without
+        `ids`); the part outside the image is `fill`. Only the crops are gathered, never a padded copy of the
+        images. A field larger than the image is cropped to the whole image on that axis: a ResNet50's last
+        layer sees 400 px or more at a 64 px input, and crops of that size would be mostly fill (and
+        gigabytes for a few hundred units)."""
+        rows, cols = self._spans(positions, self.crop_size)
         ids = np.arange(len(rows)) if ids is None else np.asarray(ids)
         h, w = images.shape[1:3]
         out = images[ids[:, None, None], rows.clip(0, h - 1)[:, :, None], cols.clip(0, w - 1)[:, None, :]]

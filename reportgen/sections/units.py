@@ -172,7 +172,7 @@ def _project(projector: Projector, rf: ReceptiveField | None, name: str, x: np.n
     """Crop-sized projection tiles for the live rows (blank for the rest), and
     the proof on full-image projections of the first live ones: zero outside the
     receptive field, and equal to the cropped projections drawn."""
-    tiles = np.full((len(ids), *(rf.size if rf else x.shape[1:3]), x.shape[-1]), BLANK, np.float32)
+    tiles = np.full((len(ids), *(rf.crop_size if rf else x.shape[1:3]), x.shape[-1]), BLANK, np.float32)
     cropped = projector.project_crops(name, x, channels[live], positions[live], ids=ids[live])
     tiles[live] = projection_to_image(cropped)
     checked = np.flatnonzero(live)[:PROOF_ROWS]
