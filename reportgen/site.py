@@ -45,6 +45,7 @@ def build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str, 
             continue
         progress.log(f"[{number}/{len(specs)}] {spec.name}")
         reports.append(build_into_place(spec, options, site_models))
+        write_front_pages(out)  # each finished model is on the index, styled, while the next one builds
     write_front_pages(out)
     (out / ".nojekyll").touch()
     return reports

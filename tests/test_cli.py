@@ -170,3 +170,37 @@ def test_a_folder_holding_only_a_gitkeep_is_an_empty_site_folder(tmp_path):
     (out / "notes.txt").write_text("mine")
     with pytest.raises(ReportgenError, match="not a reportgen site"):
         check_site(out, ["mnist-3conv"])
+
+
+def test_the_front_pages_follow_each_finished_model(tmp_path, monkeypatch):
+    """A finished model's page is styled and on the index while the next model still builds."""
+    import json
+
+    import reportgen.site as site
+    from reportgen.config import BuildOptions, ModelSpec
+
+    out = tmp_path / "site"
+    seen_while_building = []
+
+    def fake_build(spec, options, site_models=None):
+        seen_while_building.append(((out / "style.css").is_file(), (out / "index.html").is_file()))
+        report = {"model": {"name": spec.name, "slug": spec.slug}}
+        (out / spec.slug).mkdir()
+        (out / spec.slug / "report.json").write_text(json.dumps(report))
+        return report
+
+    monkeypatch.setattr(site, "build_into_place", fake_build)
+    monkeypatch.setattr(site, "render_index", lambda out, reports, suffix: _names_only(out, reports, suffix))
+    specs = [ModelSpec(name=name, dataset="mnist") for name in ("first", "second")]
+    site.build_site(specs, BuildOptions(out=out, cache_dir=tmp_path / "cache", force=True))
+    assert seen_while_building == [(False, False), (True, True)]
+    assert (out / "index.html").read_text() == "first second"
+
+
+def _names_only(out: Path, reports: list, suffix: str) -> list[tuple[Path, Path]]:
+    """A stand-in for the real front pages (rendered elsewhere): the index lists the models built so far."""
+    pairs = []
+    for name in ("index.html", "style.css"):
+        (out / f"{name}{suffix}").write_text(" ".join(r["model"]["name"] for r in reports))
+        pairs.append((out / f"{name}{suffix}", out / name))
+    return pairs
