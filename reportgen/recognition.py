@@ -19,9 +19,10 @@ from .data import Dataset
 
 JUDGE_SIDE = 32  # larger inputs are area-averaged down to at most this many pixels a side: fast on colour photos
 HIDDEN = 128
-EPOCHS = 2
+EPOCHS = 2  # mnist: 96.9% test accuracy (1 epoch: 95.9%, and it read mnist-3conv's 9 as an 8)
 BATCH = 128
 LEARNING_RATE = 2e-3
+MAX_TRAINING_IMAGES = 60_000  # the first ones; a larger training split would only cost time
 
 
 @dataclass
@@ -78,7 +79,8 @@ def train_judge(data: Dataset, image_shape: tuple[int, int, int], seed: int = 0)
     scale = min(1.0, JUDGE_SIDE / max(height, width))
     side = (max(1, round(height * scale)), max(1, round(width * scale)))
     if len(data.x_train):
-        x_train, y_train, x_test, y_test, where = data.x_train, data.y_train, data.x_test, data.y_test, "training split"
+        x_train, y_train = data.x_train[:MAX_TRAINING_IMAGES], data.y_train[:MAX_TRAINING_IMAGES]
+        x_test, y_test, where = data.x_test, data.y_test, "training split"
     else:
         order = np.random.default_rng(seed).permutation(len(data.x_test))
         train, test = order[: len(order) // 2], order[len(order) // 2 :]

@@ -7,16 +7,18 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_cnn
+from conftest import tiny_cnn, tiny_dataset
 from PIL import Image
 
 from reportgen import recognition
-from reportgen.config import load_config
+from reportgen.config import ModelSpec, load_config
+from reportgen.context import ModelContext
 from reportgen.data import Dataset, load_dataset
 from reportgen.errors import ReportgenError
 from reportgen.featvis import CLASS_PRESET, LOGITS, FeatVisSettings, class_margin, visualize_model
 from reportgen.featvis.probes import PLAIN, logit_probe
 from reportgen.featvis.render import penalties
+from reportgen.model import Network
 from reportgen.sections import feature_vis
 
 FAST = FeatVisSettings(steps=32)
@@ -143,6 +145,19 @@ def test_the_section_stores_each_class_image_and_its_independent_recognition(tin
     assert shown["l2"] == pytest.approx(CLASS_PRESET["l2"] * margin)
     median = float(np.median(tiny_context.data.x_train))
     assert shown["l2_target"] == pytest.approx((median,), abs=1e-3)
+
+
+def test_many_classes_get_fewer_starts_unless_the_config_sets_them(tmp_path):
+    def settings(classes: int, config: dict) -> FeatVisSettings:
+        network, data = Network(tiny_cnn(num_classes=classes)), tiny_dataset(num_classes=classes)
+        spec = ModelSpec(name="t", dataset="mnist", architecture="mnist_3conv", feature_vis=config)
+        ctx = ModelContext(spec=spec, network=network, data=data, out_dir=tmp_path,
+                           probabilities=network.probabilities(data.x_test))
+        return feature_vis._class_settings(ctx, FeatVisSettings())
+
+    assert settings(10, {}).starts == 4
+    assert settings(20, {}).starts == 2 and settings(50, {}).starts == 1  # at most 40 slots
+    assert settings(20, {"classes": {"starts": 3}}).starts == 3
 
 
 def test_typical_margin_reads_logits_from_probabilities():

@@ -19,6 +19,7 @@ GRID_BACKGROUND = 0.6  # grey, so all-white and all-black patterns both show the
 CLASS_IMAGE_SIDE = 112  # each class's own PNG is magnified by a whole factor to about this many pixels (28 px: x4)
 CLASS_SETTINGS_SHOWN = ("steps", "param", "objective", "starts", "l2", "l2_target", "total_variation")  # l2: scaled
 BACKGROUND_SAMPLE = 512  # training images whose pixels give the background colour class images decay toward
+CLASS_SLOTS = 40  # the preset's starts are cut so the class images take at most this many slots (1 each beyond)
 UNIFORM_STD = 0.02  # an optimised image this flat is one colour: the filter wants the whole input bright or dark
 
 
@@ -105,8 +106,13 @@ def _class_settings(ctx: ModelContext, settings: FeatVisSettings) -> FeatVisSett
     """The class preset over the filters' settings (and the config's `feature_vis.classes`). Its `l2` is per unit
     of the model's typical margin, so it is scaled by that; it pulls toward the data's background, the median
     training pixel per channel (black for MNIST and Fashion-MNIST, where decaying toward grey left a grey canvas
-    an independent judge read as a 3 for every class)."""
-    classes = settings.for_classes(ctx.spec.feature_vis.get("classes"))
+    an independent judge read as a 3 for every class). Unless the config sets `starts`, a model with more than
+    CLASS_SLOTS / 4 classes gets fewer starts, so an ImageNet-size head costs what it did."""
+    overrides = ctx.spec.feature_vis.get("classes") or {}
+    classes = settings.for_classes(overrides)
+    if "starts" not in overrides:  # a model with many classes: one start each, as before the preset
+        starts = max(1, min(classes.starts, CLASS_SLOTS // ctx.network.num_classes))
+        classes = dataclasses.replace(classes, starts=starts)
     images = ctx.data.x_train[:BACKGROUND_SAMPLE] if len(ctx.data.x_train) else ctx.data.x_test[:BACKGROUND_SAMPLE]
     channels = ctx.network.image_shape[-1]
     median = np.median(images.reshape(-1, images.shape[-1]), axis=0)
