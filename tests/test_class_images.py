@@ -142,6 +142,7 @@ def test_the_section_stores_each_class_image_and_its_independent_recognition(tin
     shown = section.data["class_settings"]
     margin = feature_vis.typical_margin(tiny_context.probabilities, tiny_context.data.y_test)
     assert shown["objective"] == "margin" and shown["starts"] == CLASS_PRESET["starts"]
+    assert shown["typical_margin"] == pytest.approx(margin)
     assert shown["l2"] == pytest.approx(CLASS_PRESET["l2"] * margin)
     median = float(np.median(tiny_context.data.x_train))
     assert shown["l2_target"] == pytest.approx((median,), abs=1e-3)

@@ -17,7 +17,8 @@ DEAD_TINT = np.array([0.85, 0.15, 0.15], np.float32)
 SETTINGS_SHOWN = ("steps", "param", "warmup_steps", "leak", "zoom", "degrees", "scales", "total_variation", "l2")
 GRID_BACKGROUND = 0.6  # grey, so all-white and all-black patterns both show their edges
 CLASS_IMAGE_SIDE = 112  # each class's own PNG is magnified by a whole factor to about this many pixels (28 px: x4)
-CLASS_SETTINGS_SHOWN = ("steps", "param", "objective", "starts", "l2", "l2_target", "total_variation")  # l2: scaled
+# l2 as used: the preset's per-margin weight times the typical margin, which is stored beside it
+CLASS_SETTINGS_SHOWN = ("steps", "param", "objective", "starts", "l2", "l2_target", "total_variation")
 BACKGROUND_SAMPLE = 512  # training images whose pixels give the background colour class images decay toward
 CLASS_SLOTS = 40  # the preset's starts are cut so the class images take at most this many slots (1 each beyond)
 UNIFORM_STD = 0.02  # an optimised image this flat is one colour: the filter wants the whole input bright or dark
@@ -177,6 +178,7 @@ def _classes(ctx: ModelContext, section: Section, result: FilterImages, settings
         "recognised": count, "classes": total, "judge": "pixel MLP", "judge_hidden_units": recognition.HIDDEN,
         "judge_trained_on": judge.trained_on, "judge_test_accuracy": judge.test_accuracy}
     section.data["class_settings"] = {key: getattr(settings, key) for key in CLASS_SETTINGS_SHOWN}
+    section.data["class_settings"]["typical_margin"] = typical_margin(ctx.probabilities, ctx.data.y_test)
     progress.log(f"    classes: lowest probability {result.probability.min():.3f}, {count} of {total} recognised "
                  f"by an independent pixel MLP ({judge.test_accuracy:.1%} test accuracy)")
 
