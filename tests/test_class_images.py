@@ -53,7 +53,8 @@ def test_recognition_matches_a_direct_computation_and_blank_images_are_not_recog
     meant = np.array([0, 2, 2])
     verdict = recognition.recognise(judge, clean, meant)
     w1, b1, w2, b2 = judge.weights
-    logits = np.maximum(clean.reshape(3, -1) @ w1 + b1, 0) @ w2 + b2
+    mean, std = judge.centre
+    logits = np.maximum((clean.reshape(3, -1) - mean) / std @ w1 + b1, 0) @ w2 + b2
     np.testing.assert_array_equal(verdict.predicted, logits.argmax(1))
     np.testing.assert_array_equal(verdict.predicted, [0, 1, 2])
     assert verdict.count == 2 and verdict.recognised.tolist() == [True, False, True]
