@@ -99,7 +99,10 @@ BUILD_KEYS = {"out": str, "cache_dir": str, "seed": int}
 FEATURE_VIS_KEYS = {"steps": int, "warmup_steps": int, "settle_steps": int, "param": str, "learning_rate": float,
                     "leak": float, "zoom": float, "degrees": float, "scales": list, "total_variation": float,
                     "l2": float, "blur": float, "chunk_size": int}
-PARAMETERIZATIONS = ("auto", "fft", "pixel")
+# Class images (`feature_vis.classes`) take the same keys and these (FeatVisSettings.for_classes).
+CLASS_FEATURE_VIS_KEYS = {**FEATURE_VIS_KEYS, "objective": str, "starts": int}
+CLASS_OBJECTIVES = ("logit", "margin")
+PARAMETERIZATIONS = ("auto", "fft", "pixel", "smooth", "auto-smooth")
 BUDGET_KEYS = {"layers": int, "units": int, "choose": str}
 BUDGET_CHOICES = ("activation", "even")
 MODEL_FIELDS = {f.name: f for f in dataclasses.fields(ModelSpec)}
@@ -195,20 +198,26 @@ def _check_field(key: str, value: Any, where: str, source: str) -> None:
         raise ReportgenError(f"{source}: '{key}' in {where} must be at least 1, not {value}")
 
 
-def _check_feature_vis(value: Any, where: str, source: str) -> None:
+def _check_feature_vis(value: Any, where: str, source: str, prefix: str = "feature_vis") -> None:
     if not isinstance(value, dict):
-        raise ReportgenError(f"{source}: 'feature_vis' in {where} must be a table, e.g. {{ steps = 256 }}")
+        raise ReportgenError(f"{source}: '{prefix}' in {where} must be a table, e.g. {{ steps = 256 }}")
+    known = FEATURE_VIS_KEYS if prefix == "feature_vis" else CLASS_FEATURE_VIS_KEYS
     for key, setting in value.items():
-        label = f"'feature_vis.{key}' in {where}"
-        if key not in FEATURE_VIS_KEYS:
-            raise ReportgenError(f"{source}: unknown key {label} (known: {', '.join(FEATURE_VIS_KEYS)})")
-        _check_type(setting, FEATURE_VIS_KEYS[key], label, source)
+        label = f"'{prefix}.{key}' in {where}"
+        if key == "classes" and prefix == "feature_vis":
+            _check_feature_vis(setting, where, source, "feature_vis.classes")
+            continue
+        if key not in known:
+            raise ReportgenError(f"{source}: unknown key {label} (known: {', '.join(known)})")
+        _check_type(setting, known[key], label, source)
         if key == "param" and setting not in PARAMETERIZATIONS:
             raise ReportgenError(f"{source}: {label} must be one of {', '.join(PARAMETERIZATIONS)}, not {setting!r}")
+        if key == "objective" and setting not in CLASS_OBJECTIVES:
+            raise ReportgenError(f"{source}: {label} must be one of {', '.join(CLASS_OBJECTIVES)}, not {setting!r}")
         if key == "scales" and not (setting and all(_is_number(s) and 0 < s <= 1 for s in setting)):
             raise ReportgenError(f"{source}: {label} must list scales in (0, 1], e.g. [0.5, 1.0]")
-        least = 1 if key in ("steps", "chunk_size") else 0
-        if key not in ("param", "scales") and setting < least:
+        least = 1 if key in ("steps", "chunk_size", "starts") else 0
+        if key not in ("param", "scales", "objective") and setting < least:
             raise ReportgenError(f"{source}: {label} must be at least {least}, not {setting}")
         if key == "learning_rate" and setting == 0:
             raise ReportgenError(f"{source}: {label} must be more than 0")

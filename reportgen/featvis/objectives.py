@@ -88,3 +88,23 @@ def class_logit(units: Units) -> Objective:
         return _per_slot(logits, units)
 
     return Objective(score, frozenset({LOGITS}), "class_logit")
+
+
+def mean_logit() -> Objective:
+    """The mean of all pre-softmax scores: raising every class at once raises it too."""
+    return Objective(lambda a: tf.reduce_mean(a[LOGITS], axis=-1), frozenset({LOGITS}), "mean_logit")
+
+
+def class_margin(units: Units) -> Objective:
+    """A class's logit minus the mean of the other classes' logits (a single sigmoid: its signed logit).
+
+    The logit alone also rises with evidence every class shares (more ink anywhere), so its images fill the
+    canvas; the margin rewards only what sets the class apart. With C logits the mean of the others is
+    (C * mean - own) / (C - 1), so the margin is C / (C - 1) * (own - mean)."""
+    own, mean = class_logit(units), mean_logit()
+
+    def score(a: Activations) -> tf.Tensor:
+        count = a[LOGITS].shape[-1]
+        return own(a) if count == 1 else count / (count - 1) * (own(a) - mean(a))
+
+    return Objective(score, frozenset({LOGITS}), "class_margin")

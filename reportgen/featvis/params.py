@@ -7,7 +7,9 @@ and first-layer filters that want pure white then fall just short).
 `fft` (Lucid's default) optimises a Fourier spectrum scaled by 1/frequency, so
 every frequency learns at the same rate and images come out smooth rather
 than as high-frequency noise; colour images also get Lucid's fixed colour
-decorrelation. `pixel` optimises pixels directly.
+decorrelation. `pixel` optimises pixels directly; `smooth` optimises pixels
+seen through a small Gaussian blur, so a single pixel cannot change on its own
+and strokes come out a few pixels wide, as in the data (class images).
 """
 
 from __future__ import annotations
@@ -67,6 +69,28 @@ class PixelParam(Parameterization):
         return from_unit_range(images).numpy()
 
 
+class SmoothPixelParam(PixelParam):
+    """Pixels in logit space blurred by a Gaussian of `sigma` pixels (and scaled so a uniform area keeps its
+    value range) before the sigmoid. Measured on class images of mnist-3conv (images an independent pixel MLP
+    recognises, of 10, six random starts): 8.5 on average with plain pixels, 8.5 with sigma 0.7, but 10 of 10
+    with sigma 0.7 against 8 to 10 with plain pixels once the best of several starts is kept (render)."""
+
+    def __init__(self, height: int, width: int, channels: int, sigma: float = 0.7) -> None:
+        super().__init__(height, width, channels)
+        radius = max(1, int(np.ceil(2 * sigma)))
+        taps = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma**2))
+        kernel = np.outer(taps, taps) / taps.sum() ** 2
+        self.kernel = tf.constant(np.tile(kernel[:, :, None, None], (1, 1, channels, 1)).astype(np.float32))
+        self.gain = 1.0 + sigma  # the blur averages neighbours away: without it strokes never reach white
+
+    def to_image(self, param: tf.Tensor) -> tf.Tensor:
+        return to_unit_range(self.gain * tf.nn.depthwise_conv2d(param, self.kernel, [1, 1, 1, 1], "SAME"))
+
+    def from_image(self, images: np.ndarray) -> np.ndarray:
+        """Approximate (a blur has no exact inverse): the unblurred logits scaled back by the gain."""
+        return from_unit_range(images).numpy() / self.gain
+
+
 class FFTParam(Parameterization):
     """A 1/f-scaled spectrum per channel; colour decorrelated for RGB, plain for grayscale."""
 
@@ -104,13 +128,18 @@ class FFTParam(Parameterization):
 
 
 def make_param(kind: str, height: int, width: int, channels: int) -> Parameterization:
-    """`kind` is "fft", "pixel" or "auto": decorrelated FFT for colour (smoother patterns, and
-    more cats-vs-dogs filters reach the dataset max than with pixels), pixels for grayscale
-    (on fashion-2conv's first layer pixels reach 67% of filters, FFT 41%)."""
+    """`kind` is "fft", "pixel", "smooth", "auto" or "auto-smooth". "auto": decorrelated FFT for colour
+    (smoother patterns, and more cats-vs-dogs filters reach the dataset max than with pixels), pixels for
+    grayscale (on fashion-2conv's first layer pixels reach 67% of filters, FFT 41%). "auto-smooth" (class
+    images): FFT for colour, smoothed pixels for grayscale."""
     if kind == "auto":
         kind = "fft" if channels == 3 else "pixel"
+    if kind == "auto-smooth":
+        kind = "fft" if channels == 3 else "smooth"
+    if kind == "smooth":
+        return SmoothPixelParam(height, width, channels)
     if kind == "fft":
         return FFTParam(height, width, channels)
     if kind == "pixel":
         return PixelParam(height, width, channels)
-    raise ValueError(f"unknown parameterization {kind!r} (fft, pixel or auto)")
+    raise ValueError(f"unknown parameterization {kind!r} (fft, pixel, smooth, auto or auto-smooth)")

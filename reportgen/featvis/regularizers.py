@@ -35,8 +35,10 @@ def _total_variation(images: tf.Tensor) -> tf.Tensor:
     return _mean_neighbour_difference(images, 1) + _mean_neighbour_difference(images, 2)
 
 
-def _l2(images: tf.Tensor) -> tf.Tensor:
-    return tf.reduce_mean(tf.square(images - 0.5), axis=[1, 2, 3])
+def _l2_toward(target: float | tuple[float, ...]) -> Callable[[tf.Tensor], tf.Tensor]:
+    """Mean squared distance from `target`: one value for every channel or one per channel."""
+    goal = tf.constant(target, tf.float32)
+    return lambda images: tf.reduce_mean(tf.square(images - goal), axis=[1, 2, 3])
 
 
 def _blur_distance(images: tf.Tensor) -> tf.Tensor:
@@ -52,9 +54,10 @@ def total_variation(weight: float) -> Regularizer:
     return Regularizer("total_variation", weight, _total_variation)
 
 
-def l2(weight: float) -> Regularizer:
-    """Penalise distance from mid-grey: no saturated backgrounds."""
-    return Regularizer("l2", weight, _l2)
+def l2(weight: float, target: float | tuple[float, ...] = 0.5) -> Regularizer:
+    """Penalise distance from `target` (mid-grey by default; a colour per channel): no saturated backgrounds.
+    Class images pull toward the data's own background colour instead (see FeatVisSettings.l2_target)."""
+    return Regularizer("l2", weight, _l2_toward(target))
 
 
 def blur(weight: float) -> Regularizer:

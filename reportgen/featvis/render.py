@@ -62,15 +62,20 @@ class FeatVisSettings:
     total_variation: float = 0.02
     l2: float = 0.05  # pulls what the unit ignores back to grey: colour images were blown out without it
     blur: float = 0.0
+    l2_target: tuple[float, ...] | None = None  # what `l2` pulls toward, per channel; None: mid-grey
+    objective: str = "logit"  # classes: "logit" (the class's logit) or "margin" (objectives.class_margin)
+    starts: int = 1  # random starts per unit; the one whose final objective (with penalties) is highest is kept
     regularizers: tuple[Regularizer, ...] = field(default=(), compare=False)  # extra plug-ins
 
     @classmethod
     def from_config(cls, values: dict) -> FeatVisSettings:
-        """Settings from a model's `feature_vis` config table (already checked by reportgen.config)."""
-        values = dict(values)
-        if "scales" in values:
-            values["scales"] = tuple(float(scale) for scale in values["scales"])
-        return cls(**values)
+        """Settings from a model's `feature_vis` config table (already checked by reportgen.config); its
+        `classes` table is for `for_classes`."""
+        return cls(**_parsed({key: value for key, value in values.items() if key != "classes"}))
+
+    def for_classes(self, overrides: dict | None = None) -> FeatVisSettings:
+        """Class images' settings: these, then CLASS_PRESET, then `overrides` (a config's `feature_vis.classes`)."""
+        return dataclasses.replace(self, **{**CLASS_PRESET, **_parsed(overrides or {})})
 
     def quick(self) -> FeatVisSettings:
         """A fast variant for smoke runs: a quarter of the steps."""
@@ -85,8 +90,26 @@ class FeatVisSettings:
         return [(scale, share) for scale in self.scales[:-1]] + [(self.scales[-1], last)]
 
     def all_regularizers(self) -> list[Regularizer]:
-        weights = [(total_variation, self.total_variation), (l2, self.l2), (blur, self.blur)]
+        toward = 0.5 if self.l2_target is None else self.l2_target
+        weights = [(total_variation, self.total_variation), (lambda w: l2(w, toward), self.l2), (blur, self.blur)]
         return [make(w) for make, w in weights if w > 0] + list(self.regularizers)
+
+
+# Class images: what made an independent pixel MLP recognise them (mnist-3conv: 4 of 10 classes with the filters'
+# settings, 9 to 10 of 10 with these; see the README). The margin objective stops evidence every class shares from
+# filling the canvas; a strong pull toward the data's background colour (`l2_target`) keeps only the strokes the
+# class needs; smoothed pixels give strokes a few pixels wide; of 4 random starts the one with the highest
+# objective is kept. `l2` here is per unit of logit margin: the feature-vis section multiplies it by the median
+# margin of the model's test images (about 16 for the MNIST seed models), since a model's logits may have any scale.
+CLASS_PRESET = {"param": "auto-smooth", "l2": 6.0, "objective": "margin", "starts": 4}
+
+
+def _parsed(values: dict) -> dict:
+    """Config values as FeatVisSettings fields take them (lists as tuples)."""
+    values = dict(values)
+    if "scales" in values:
+        values["scales"] = tuple(float(scale) for scale in values["scales"])
+    return values
 
 
 @dataclass
@@ -185,14 +208,19 @@ class Renderer:
         param = param + self.learning_rate * (m / (1 - beta1**t)) / (tf.sqrt(v / (1 - beta2**t)) + 1e-8)
         return param, m, v, images, scores
 
-    def run(self, units: np.ndarray, seed: int, start_images: np.ndarray | None = None) -> RenderResult:
-        """Render `units`; from random parameters, or continuing from `start_images` (canvas-sized)."""
+    def run(self, units: np.ndarray, seed: int, start_images: np.ndarray | None = None,
+            tries: np.ndarray | None = None) -> RenderResult:
+        """Render `units`; from random parameters (`tries`: which of a unit's random starts, 0 for all by
+        default), or continuing from `start_images` (canvas-sized)."""
         images, values = [], []
+        tries = np.zeros(len(units), np.int64) if tries is None else np.asarray(tries)
         for start in range(0, len(units), self.batch):
             chunk = np.asarray(units[start : start + self.batch])
             padded = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - len(chunk))]).astype(np.int32)
+            own_tries = tries[start : start + self.batch]
+            own_tries = np.concatenate([own_tries, np.repeat(own_tries[-1:], self.batch - len(chunk))])
             self._fill_slots(padded)
-            starts = [self.start(int(unit), seed) for unit in padded]
+            starts = [self.start(int(unit), seed, int(k)) for unit, k in zip(padded, own_tries)]
             if start_images is not None:
                 given = start_images[start : start + self.batch]
                 starts = self.param.from_image(tf.image.resize(np.concatenate(
@@ -209,9 +237,11 @@ class Renderer:
             variable.assign(units[offset : offset + variable.shape[0]])
             offset += variable.shape[0]
 
-    def start(self, unit: int, seed: int) -> np.ndarray:
-        """A unit's starting parameters, from (seed, unit, stage) alone."""
-        return self.param.init(1, np.random.default_rng([seed, unit, self.stage]))[0]
+    def start(self, unit: int, seed: int, attempt: int = 0) -> np.ndarray:
+        """A unit's starting parameters, from (seed, unit, stage) alone; its further random starts
+        (`attempt` 1, 2, ...) add the attempt to that."""
+        key = [seed, unit, self.stage] + ([attempt] if attempt else [])
+        return self.param.init(1, np.random.default_rng(key))[0]
 
     def uniforms(self, seed: int) -> np.ndarray:
         """The transforms' draws for every step and the final pass, (steps + 1, draws), from (seed, stage)."""
@@ -221,14 +251,24 @@ class Renderer:
 
 
 def render_units(probe: Probe, objective: Objective, size: tuple[int, int], settings: FeatVisSettings,
-                 slots: tf.Variable | Sequence[tf.Variable], units: np.ndarray, seed: int) -> RenderResult:
-    """Every unit in `units`, stage by stage (one stage unless `settings.scales` asks for more)."""
+                 slots: tf.Variable | Sequence[tf.Variable], units: np.ndarray, seed: int,
+                 tries: np.ndarray | None = None) -> RenderResult:
+    """Every unit in `units`, stage by stage (one stage unless `settings.scales` asks for more); `tries`
+    says which of its random starts each slot takes (see `Renderer.run`)."""
     batch = sum(int(variable.shape[0]) for variable in _as_list(slots))
     result = None
     for stage, (scale, steps) in enumerate(settings.stages()):
         renderer = Renderer(probe, objective, size, settings, slots, batch, scale, steps, stage)
-        result = renderer.run(units, seed, None if result is None else result.images)
+        result = renderer.run(units, seed, None if result is None else result.images, tries)
     return result
+
+
+def penalties(settings: FeatVisSettings, images: np.ndarray) -> np.ndarray:
+    """(N,) the regularizers' total on final images: what the ascent subtracted from each objective."""
+    regularizers = settings.all_regularizers()
+    if not regularizers:
+        return np.zeros(len(images), np.float32)
+    return tf.add_n([r(tf.constant(images)) for r in regularizers]).numpy()
 
 
 @contextmanager

@@ -3,9 +3,11 @@ the input the model responds to most, with the proof that it does."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from .. import progress
+from .. import progress, recognition
 from ..context import ModelContext
 from ..featvis import LOGITS, FeatVisSettings, FilterImages, visualize_model
 from ..imaging import as_rgb, resize_nearest, tile_grid, tile_size
@@ -14,6 +16,11 @@ from ..report import Figure, Section, Table
 DEAD_TINT = np.array([0.85, 0.15, 0.15], np.float32)
 SETTINGS_SHOWN = ("steps", "param", "warmup_steps", "leak", "zoom", "degrees", "scales", "total_variation", "l2")
 GRID_BACKGROUND = 0.6  # grey, so all-white and all-black patterns both show their edges
+CLASS_IMAGE_SIDE = 112  # each class's own PNG is magnified by a whole factor to about this many pixels (28 px: x4)
+# l2 as used: the preset's per-margin weight times the typical margin, which is stored beside it
+CLASS_SETTINGS_SHOWN = ("steps", "param", "objective", "starts", "l2", "l2_target", "total_variation")
+BACKGROUND_SAMPLE = 512  # training images whose pixels give the background colour class images decay toward
+CLASS_SLOTS = 40  # the preset's starts are cut so the class images take at most this many slots (1 each beyond)
 UNIFORM_STD = 0.02  # an optimised image this flat is one colour: the filter wants the whole input bright or dark
 
 
@@ -24,15 +31,18 @@ def build(ctx: ModelContext) -> Section | None:
     section = Section(
         id="feature-vis",
         title="Feature visualization",
+        template="sections/feature_vis",
         intro=f"For each filter, an image optimised by gradient ascent ({_recipe(settings)}) to maximise the "
         "filter's mean activation; for each class, an image maximising its "
-        "pre-softmax logit. Proof: a filter's image should drive the filter at least as hard as the best test "
-        "image does (mean over the map, and peak at any position); a class image should be classified as its "
-        "class. Dead filters (never active on any test image) are crossed out in red.",
+        "pre-softmax logit over the others'. Proof: a filter's image should drive the filter at least as hard as "
+        "the best test image does (mean over the map, and peak at any position); a class image should be classified "
+        "as its class, by the model and by an independent judge. Dead filters (never active on any test image) are "
+        "crossed out in red.",
     )
     units = ctx.plan.units
     section.notes.extend(budget_notes(ctx))
-    results = visualize_model(ctx.network, {**units, LOGITS: None}, settings, ctx.seed)
+    class_settings = _class_settings(ctx, settings)
+    results = visualize_model(ctx.network, {**units, LOGITS: None}, settings, ctx.seed, class_settings)
     if convs:
         section.data["layers"] = {}
         for name in convs:
@@ -43,7 +53,7 @@ def build(ctx: ModelContext) -> Section | None:
         section.data["live_filters_reaching_dataset_max"] = share
     else:
         section.notes.append("The model has no conv layer: only class images are shown.")
-    _classes(ctx, section, results[LOGITS])
+    _classes(ctx, section, results[LOGITS], class_settings)
     section.data["settings"] = {key: getattr(settings, key) for key in SETTINGS_SHOWN}
     return section
 
@@ -93,24 +103,84 @@ def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
                  f"{'-' if share is None else f'{share:.0%}'} reach the dataset max")
 
 
-def _classes(ctx: ModelContext, section: Section, result: FilterImages) -> None:
+def _class_settings(ctx: ModelContext, settings: FeatVisSettings) -> FeatVisSettings:
+    """The class preset over the filters' settings (and the config's `feature_vis.classes`). Its `l2` is per unit
+    of the model's typical margin, so it is scaled by that; it pulls toward the data's background, the median
+    training pixel per channel (black for MNIST and Fashion-MNIST, where decaying toward grey left a grey canvas
+    an independent judge read as a 3 for every class). Unless the config sets `starts`, a model with more than
+    CLASS_SLOTS / 4 classes gets fewer starts, so an ImageNet-size head costs what it did."""
+    overrides = ctx.spec.feature_vis.get("classes") or {}
+    classes = settings.for_classes(overrides)
+    if "starts" not in overrides:  # a model with many classes: one start each, as before the preset
+        starts = max(1, min(classes.starts, CLASS_SLOTS // ctx.network.num_classes))
+        classes = dataclasses.replace(classes, starts=starts)
+    images = ctx.data.x_train[:BACKGROUND_SAMPLE] if len(ctx.data.x_train) else ctx.data.x_test[:BACKGROUND_SAMPLE]
+    channels = ctx.network.image_shape[-1]
+    median = np.median(images.reshape(-1, images.shape[-1]), axis=0)
+    median = np.repeat(median, channels) if len(median) == 1 else median[:channels]
+    if len(median) != channels:
+        median = np.full(channels, median.mean())
+    return dataclasses.replace(classes, l2=classes.l2 * typical_margin(ctx.probabilities, ctx.data.y_test),
+                               l2_target=tuple(round(float(v), 4) for v in median))
+
+
+def typical_margin(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """The median over test images of their class's margin (objectives.class_margin), at least 1. Read from the
+    probabilities: a logit is its log-probability plus a per-image constant, which the margin cancels."""
+    logs = np.log(np.clip(probabilities, 1e-30, None))
+    own = logs[np.arange(len(logs)), labels]
+    margins = own - (logs.sum(axis=1) - own) / (logs.shape[1] - 1)
+    return max(1.0, float(np.median(margins))) if len(margins) else 1.0
+
+
+def _classes(ctx: ModelContext, section: Section, result: FilterImages, settings: FeatVisSettings) -> None:
     names = [ctx.class_name(c) for c in result.units]
+    judge = recognition.train_judge(ctx.data, ctx.network.image_shape, ctx.seed)
+    verdict = recognition.recognise(judge, result.images, result.units)
+    count, total = verdict.count, len(names)
     tiles = resize_nearest(as_rgb(result.images), *tile_size(*result.images.shape[1:3], target=56, largest=112))
+    judged = (f"an independent judge (a pixel MLP trained on the {judge.trained_on}, {judge.test_accuracy:.1%} "
+              f"test accuracy) recognises {count} of {total} as their class (an image showing nothing: about 1 "
+              f"in {total} by chance)")
+    numbers = {"classes": total, "min_probability": float(result.probability.min()),
+               "independently_recognised": count, "judge_test_accuracy": judge.test_accuracy}
     section.figures.append(Figure(
         ctx.save_png("featvis-classes", tile_grid(tiles, background=GRID_BACKGROUND)),
         title="Classes",
-        caption=f"One image per class ({', '.join(names)}), optimised for its logit; the lowest probability the "
-        f"model gives an image for its own class is {result.probability.min():.3f}.",
+        caption=f"One image per class ({', '.join(names)}), optimised for its logit over the others' from "
+        f"{settings.starts} random start(s), decaying toward the data's background; the lowest probability the "
+        f"model gives an image for its own class is {result.probability.min():.3f}, and {judged}.",
         alt="Optimised input pattern of every class",
-        numbers={"classes": len(names), "min_probability": float(result.probability.min())},
+        numbers=numbers,
     ))
-    section.tables.append(Table(["Class", "Logit", "Probability"],
-                                [[n, f"{v:.2f}", f"{p:.4f}"] for n, v, p in
-                                 zip(names, result.activation, result.probability)],
-                                title="Class images"))
-    section.data["classes"] = [{"class": int(c), "name": n, "logit": float(v), "probability": float(p)}
-                               for c, n, v, p in zip(result.units, names, result.activation, result.probability)]
-    progress.log(f"    classes: lowest probability {result.probability.min():.3f}")
+    factor = max(1, CLASS_IMAGE_SIDE // max(result.images.shape[1:3]))
+    records = []
+    for i, (c, name, logit, p) in enumerate(zip(result.units, names, result.activation, result.probability)):
+        image = resize_nearest(as_rgb(result.images[i]), *(factor * n for n in result.images.shape[1:3]))
+        predicted = int(verdict.predicted[i])
+        records.append({
+            "class": int(c), "name": name, "logit": float(logit), "probability": float(p),
+            "image": ctx.save_png(f"featvis-class-{int(c)}", image), "magnified": factor,
+            "width": image.shape[1], "height": image.shape[0],
+            "independent": {"predicted": predicted, "predicted_name": ctx.class_name(predicted),
+                            "probability": float(verdict.predicted_probability[i]),
+                            "own_probability": float(verdict.own_probability[i]),
+                            "recognised": bool(verdict.recognised[i])},
+        })
+    section.tables.append(Table(
+        ["Class", "Logit", "Probability", "Judge's class", "Judge's probability", "Recognised"],
+        [[r["name"], f"{r['logit']:.2f}", f"{r['probability']:.4f}", r["independent"]["predicted_name"],
+          f"{r['independent']['probability']:.3f}", "yes" if r["independent"]["recognised"] else "no"]
+         for r in records],
+        title="Class images"))
+    section.data["classes"] = records
+    section.data["independent_recognition"] = {
+        "recognised": count, "classes": total, "judge": "pixel MLP", "judge_hidden_units": recognition.HIDDEN,
+        "judge_trained_on": judge.trained_on, "judge_test_accuracy": judge.test_accuracy}
+    section.data["class_settings"] = {key: getattr(settings, key) for key in CLASS_SETTINGS_SHOWN}
+    section.data["class_settings"]["typical_margin"] = typical_margin(ctx.probabilities, ctx.data.y_test)
+    progress.log(f"    classes: lowest probability {result.probability.min():.3f}, {count} of {total} recognised "
+                 f"by an independent pixel MLP ({judge.test_accuracy:.1%} test accuracy)")
 
 
 def budget_notes(ctx: ModelContext) -> list[str]:
