@@ -98,7 +98,8 @@ BUILD_KEYS = {"out": str, "cache_dir": str, "seed": int}
 # The FeatVisSettings a config may set, with their types (checked here, before TensorFlow is imported).
 FEATURE_VIS_KEYS = {"steps": int, "warmup_steps": int, "settle_steps": int, "param": str, "learning_rate": float,
                     "leak": float, "zoom": float, "degrees": float, "scales": list, "total_variation": float,
-                    "l2": float, "blur": float, "chunk_size": int}
+                    "l2": float, "blur": float, "chunk_size": int, "diversity": float,
+                    "diversity_steps": int}
 PARAMETERIZATIONS = ("auto", "fft", "pixel")
 BUDGET_KEYS = {"layers": int, "units": int, "choose": str}
 BUDGET_CHOICES = ("activation", "even")
