@@ -8,8 +8,10 @@ import numpy as np
 from .. import progress
 from ..context import ModelContext
 from ..featvis import LOGITS, FeatVisSettings, FilterImages, visualize_model
-from ..imaging import as_rgb, resize_nearest, tile_grid, tile_size
+from ..imaging import as_rgb, magnified, resize_nearest, tile_grid, tile_size
 from ..report import Figure, Section, Table
+from ..slugs import slugify
+from .units import paged_units, save_unit_png
 
 DEAD_TINT = np.array([0.85, 0.15, 0.15], np.float32)
 SETTINGS_SHOWN = ("steps", "param", "warmup_steps", "leak", "zoom", "degrees", "scales", "total_variation", "l2")
@@ -32,7 +34,10 @@ def build(ctx: ModelContext) -> Section | None:
     )
     units = ctx.plan.units
     section.notes.extend(budget_notes(ctx))
-    results = visualize_model(ctx.network, {**units, LOGITS: None}, settings, ctx.seed)
+    # Every filter also gets its central neuron's image, and each filter with a page a diverse group, in the
+    # same optimisations.
+    results = visualize_model(ctx.network, {**units, LOGITS: None}, settings, ctx.seed, neurons=units,
+                              diverse=paged_units(ctx))
     if convs:
         section.data["layers"] = {}
         for name in convs:
@@ -53,16 +58,19 @@ def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
     filters, units = len(dataset_mean), result.units
     dead = dataset_peak[units] <= 0
     reached = result.activation >= dataset_mean[units]
-    tiles = as_rgb(result.images)
-    tiles = resize_nearest(tiles, *tile_size(*tiles.shape[1:3], target=56, largest=64))
-    tiles[dead] = _cross_out(tiles[dead])
     live = ~dead
     share = float(reached[live].mean()) if live.any() else None
     ratios = result.activation[live] / dataset_mean[units][live]
     uniform = live & (result.images.reshape(len(units), -1).std(axis=1) < UNIFORM_STD)
+    # A filter whose best input is uniform is shown by its central neuron's image: its receptive-field pattern.
+    shown = np.where(uniform[:, None, None, None], result.neuron.images, result.images)
+    tiles = as_rgb(shown)
+    tiles = resize_nearest(tiles, *tile_size(*tiles.shape[1:3], target=56, largest=64))
+    tiles[dead] = _cross_out(tiles[dead])
     numbers = {"filters": filters, "shown": len(units), "dead": int(dead.sum()), "live_reaching_dataset_max": share,
                "median_activation_over_dataset_max": float(np.median(ratios)) if live.any() else None,
                "uniform_images": int(uniform.sum())}
+    records, gallery = _unit_files(ctx, name, result, dataset_mean, dataset_peak, reached, dead, uniform)
     section.figures.append(Figure(
         ctx.save_png(f"featvis-{name}", tile_grid(tiles, background=GRID_BACKGROUND)),
         title=name,
@@ -70,27 +78,59 @@ def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
         + (f" ({len(units)} of {filters}, chosen by the budget)" if len(units) < filters else "")
         + f"; {int(dead.sum())} dead; {'-' if share is None else f'{share:.0%}'} of live filters reach or beat "
         "the best test image's mean activation."
-        + (f" {int(uniform.sum())} respond most to a uniform image (all bright or all dark): no pattern drives "
-           "them harder, so their tiles are flat." if uniform.any() else ""),
+        + (f" {int(uniform.sum())} respond most to a uniform image (all bright or all dark), so their tiles "
+           "(framed) show instead the image that maximises the map's central unit: the pattern within its "
+           "receptive field." if uniform.any() else "")
+        + " Each tile opens the filter's page.",
         alt=f"Optimised input pattern of every filter of layer {name}",
-        numbers=numbers,
+        numbers=numbers, tiles=gallery, tile_size=magnified(*result.images.shape[1:3]),
     ))
-    records = [{"index": int(u), "activation": float(a), "dataset_max": float(dataset_mean[u]), "peak": float(p),
-                "dataset_peak": float(dataset_peak[u]), "reached": bool(r), "dead": bool(d)}
-               for u, a, p, r, d in zip(units, result.activation, result.peak, reached, dead)]
     section.data["layers"][name] = {**numbers, "filters": records}
     section.tables.append(Table(
-        ["Filter", "Mean reached", "Best test image", "Ratio", "Peak reached", "Best test peak", "Status"],
+        ["Filter", "Mean reached", "Best test image", "Ratio", "Peak reached", "Best test peak", "Neuron image",
+         "Status"],
         [[r["index"], f"{r['activation']:.3f}", f"{r['dataset_max']:.3f}", _ratio(r["activation"], r["dataset_max"]),
-          f"{r['peak']:.3f}", f"{r['dataset_peak']:.3f}", "dead" if r["dead"] else "alive"] for r in records],
+          f"{r['peak']:.3f}", f"{r['dataset_peak']:.3f}", f"{r['neuron_activation']:.3f}",
+          "dead" if r["dead"] else "uniform" if r["uniform"] else "alive"] for r in records],
         title=f"{name}: activation per filter", collapsed=True,
     ))
     ctx.extra.setdefault("feature_vis", {})[name] = {
         "images": result.images, "units": units.tolist(), "activation": result.activation,
-        "dataset_max": dataset_mean[units], "dead": dead,
+        "dataset_max": dataset_mean[units], "dead": dead, "uniform": uniform,
+        "neuron_images": result.neuron.images, "records": {r["index"]: r for r in records},
     }
     progress.log(f"    {name}: {len(units)} filters, {numbers['dead']} dead, "
                  f"{'-' if share is None else f'{share:.0%}'} reach the dataset max")
+
+
+def _unit_files(ctx: ModelContext, name: str, result: FilterImages, dataset_mean: np.ndarray,
+                dataset_peak: np.ndarray, reached: np.ndarray, dead: np.ndarray, uniform: np.ndarray
+                ) -> tuple[list[dict], list[dict]]:
+    """One PNG per image of each filter (feature vis, neuron, and the diverse group of those with a page), each
+    filter's record for report.json, and the gallery's tiles linking to the filters' pages."""
+    paged = set(paged_units(ctx).get(name, np.zeros(0, int)).tolist())
+    diverse = result.diversity
+    groups = {} if diverse is None else {int(u): j for j, u in enumerate(diverse.units)}
+    slug = slugify(name)
+    records, gallery = [], []
+    for j, u in enumerate(result.units.tolist()):
+        images = {"feature_vis": save_unit_png(ctx, name, u, "feature-vis", result.images[j]),
+                  "neuron": save_unit_png(ctx, name, u, "neuron", result.neuron.images[j])}
+        record = {"index": u, "activation": float(result.activation[j]), "dataset_max": float(dataset_mean[u]),
+                  "peak": float(result.peak[j]), "dataset_peak": float(dataset_peak[u]), "reached": bool(reached[j]),
+                  "dead": bool(dead[j]), "uniform": bool(uniform[j]),
+                  "neuron_activation": float(result.neuron.activation[j]), "images": images}
+        if u in groups:
+            g = groups[u]
+            images["diversity"] = [save_unit_png(ctx, name, u, f"diversity-{i}", image)
+                                   for i, image in enumerate(diverse.images[g])]
+            record["diversity"] = {"activation": diverse.activation[g].tolist(),
+                                   "gram_similarity": float(diverse.similarity[g])}
+        records.append(record)
+        gallery.append({"unit": u, "path": images["neuron" if uniform[j] else "feature_vis"],
+                        "href": f"{slug}/{u}.html" if u in paged else None, "dead": bool(dead[j]),
+                        "uniform": bool(uniform[j])})
+    return records, gallery
 
 
 def _classes(ctx: ModelContext, section: Section, result: FilterImages) -> None:
