@@ -133,8 +133,9 @@ def visualize_model(model: keras.Model | Network, units: Mapping[str, np.ndarray
             probe, objective = stack(parts)
             slot_units = [unit for (_, kind), run in runs for unit in run for _ in range(_slots_of(kind))]
             keys = [key for (_, kind), run in runs for unit in run for key in _keys(kind, unit)]
+            steady = np.concatenate([np.full(int(part.slots.shape[0]), part.steady) for part in parts])
             result = render_units(probe, objective, size, own, [part.slots for part in parts],
-                                  np.array(slot_units), seed, keys)
+                                  np.array(slot_units), seed, keys, steady)
             offsets = np.cumsum([0] + [len(run) * _slots_of(kind) for (_, kind), run in runs])
             for (key, _), a, b in zip(runs, offsets[:-1], offsets[1:]):
                 rendered.setdefault(key, []).append(RenderResult(result.images[a:b], result.values[a:b]))
@@ -182,9 +183,10 @@ def _part(network: Network, name: str, kind: str, count: int, settings: FeatVisS
     """`count` units of one kind as one part of a stacked optimisation (see `unit_part`)."""
     if kind == CHANNEL:
         return unit_part(network, name, count, settings, path, logits)
-    if kind == NEURON:  # a per-slot probe, as for the filters: its one map's centre
+    if kind == NEURON:  # a per-slot probe, as for the filters: its one map's centre, on the untransformed image
         slots = tf.Variable(tf.zeros([count], tf.int32))
-        return Part(layer_probe(network, name, settings.leak, channels=slots, path=path), neuron(name, 0), slots)
+        return Part(layer_probe(network, name, settings.leak, channels=slots, path=path), neuron(name, 0), slots,
+                    steady=True)
     # Diverse groups read every channel of the layer: the Gram matrices compare the images' whole style there.
     # (The Gram of the layer's input, which a per-slot probe has anyway, costs 15% less on mnist-3conv but
     # barely separates conv2's groups: mean similarity 0.82 to 1.0, against 0.36 to 0.59.)
