@@ -188,6 +188,7 @@ def test_unit_pictures_are_listed_linked_and_shown_with_their_numbers(site, repo
             images = record["images"]
             assert all((model / path).is_file() for path in [images["feature_vis"], images["neuron"],
                                                               *images.get("diversity", [])])
+            assert record["uniform"] == ("neuron_field" in images)
     assert 0 <= units["data"]["resemblance_share"] <= 1
     found = units["data"]["conv2"]["resemblance"]
     assert f"{100 * found['share']:.0f}% of {found['live_filters']}" in (model / "conv2" / "index.html").read_text()

@@ -151,6 +151,7 @@ def test_gallery_tiles_link_to_unit_pages_and_every_listed_png_exists(built):
         for record in layer["filters"]:
             images = record["images"]
             listed += [images["feature_vis"], images["neuron"], *images["diversity"]]
+            listed += [images["neuron_field"]] if record["uniform"] else []
             assert len(images["diversity"]) == len(record["diversity"]["activation"]) == DIVERSITY_IMAGES
     for page in section.pages:
         listed += [e["image"] for e in page.context.get("examples", [])]

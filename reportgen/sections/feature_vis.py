@@ -10,6 +10,7 @@ from ..context import ModelContext
 from ..featvis import LOGITS, FeatVisSettings, FilterImages, visualize_model
 from ..imaging import as_rgb, magnified, resize_nearest, tile_grid, tile_size
 from ..report import Figure, Section, Table
+from ..resemblance import map_centre
 from ..slugs import slugify
 from .units import paged_units, save_unit_png
 
@@ -62,15 +63,18 @@ def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
     share = float(reached[live].mean()) if live.any() else None
     ratios = result.activation[live] / dataset_mean[units][live]
     uniform = live & (result.images.reshape(len(units), -1).std(axis=1) < UNIFORM_STD)
-    # A filter whose best input is uniform is shown by its central neuron's image: its receptive-field pattern.
-    shown = np.where(uniform[:, None, None, None], result.neuron.images, result.images)
-    tiles = as_rgb(shown)
-    tiles = resize_nearest(tiles, *tile_size(*tiles.shape[1:3], target=56, largest=64))
+    # A filter whose best input is uniform is shown by its central neuron's image, cropped to that unit's
+    # receptive field: the pattern it looks for there (a first layer's is 3x3 px of a 28-px image).
+    fields = _neuron_fields(ctx, name, result.neuron.images)
+    size = tile_size(*result.images.shape[1:3], target=56, largest=64)
+    tiles = resize_nearest(as_rgb(result.images), *size)
+    for j in np.flatnonzero(uniform):
+        tiles[j] = resize_nearest(as_rgb(fields[j]), *size)
     tiles[dead] = _cross_out(tiles[dead])
     numbers = {"filters": filters, "shown": len(units), "dead": int(dead.sum()), "live_reaching_dataset_max": share,
                "median_activation_over_dataset_max": float(np.median(ratios)) if live.any() else None,
                "uniform_images": int(uniform.sum())}
-    records, gallery = _unit_files(ctx, name, result, dataset_mean, dataset_peak, reached, dead, uniform)
+    records, gallery = _unit_files(ctx, name, result, fields, dataset_mean, dataset_peak, reached, dead, uniform)
     section.figures.append(Figure(
         ctx.save_png(f"featvis-{name}", tile_grid(tiles, background=GRID_BACKGROUND)),
         title=name,
@@ -79,8 +83,8 @@ def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
         + f"; {int(dead.sum())} dead; {'-' if share is None else f'{share:.0%}'} of live filters reach or beat "
         "the best test image's mean activation."
         + (f" {int(uniform.sum())} respond most to a uniform image (all bright or all dark), so their tiles "
-           "(framed) show instead the image that maximises the map's central unit: the pattern within its "
-           "receptive field." if uniform.any() else "")
+           "(dashed frame) show instead the image that maximises the map's central unit, cropped to that unit's "
+           "receptive field: the pattern it looks for there." if uniform.any() else "")
         + " Each tile opens the filter's page.",
         alt=f"Optimised input pattern of every filter of layer {name}",
         numbers=numbers, tiles=gallery, tile_size=magnified(*result.images.shape[1:3]),
@@ -103,7 +107,15 @@ def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
                  f"{'-' if share is None else f'{share:.0%}'} reach the dataset max")
 
 
-def _unit_files(ctx: ModelContext, name: str, result: FilterImages, dataset_mean: np.ndarray,
+def _neuron_fields(ctx: ModelContext, name: str, images: np.ndarray) -> np.ndarray:
+    """The neuron images cropped to their central unit's receptive field (whole when it has none)."""
+    field = ctx.network.receptive_field(ctx.network.unit(name).point.path, input_size=images.shape[1:3])
+    if field is None:
+        return images
+    return field.crop(images, np.repeat(map_centre(field), len(images), axis=0), fill=GRID_BACKGROUND)
+
+
+def _unit_files(ctx: ModelContext, name: str, result: FilterImages, fields: np.ndarray, dataset_mean: np.ndarray,
                 dataset_peak: np.ndarray, reached: np.ndarray, dead: np.ndarray, uniform: np.ndarray
                 ) -> tuple[list[dict], list[dict]]:
     """One PNG per image of each filter (feature vis, neuron, and the diverse group of those with a page), each
@@ -116,6 +128,8 @@ def _unit_files(ctx: ModelContext, name: str, result: FilterImages, dataset_mean
     for j, u in enumerate(result.units.tolist()):
         images = {"feature_vis": save_unit_png(ctx, name, u, "feature-vis", result.images[j]),
                   "neuron": save_unit_png(ctx, name, u, "neuron", result.neuron.images[j])}
+        if uniform[j]:
+            images["neuron_field"] = save_unit_png(ctx, name, u, "neuron-field", fields[j])
         record = {"index": u, "activation": float(result.activation[j]), "dataset_max": float(dataset_mean[u]),
                   "peak": float(result.peak[j]), "dataset_peak": float(dataset_peak[u]), "reached": bool(reached[j]),
                   "dead": bool(dead[j]), "uniform": bool(uniform[j]),
@@ -127,7 +141,7 @@ def _unit_files(ctx: ModelContext, name: str, result: FilterImages, dataset_mean
             record["diversity"] = {"activation": diverse.activation[g].tolist(),
                                    "gram_similarity": float(diverse.similarity[g])}
         records.append(record)
-        gallery.append({"unit": u, "path": images["neuron" if uniform[j] else "feature_vis"],
+        gallery.append({"unit": u, "path": images["neuron_field" if uniform[j] else "feature_vis"],
                         "href": f"{slug}/{u}.html" if u in paged else None, "dead": bool(dead[j]),
                         "uniform": bool(uniform[j])})
     return records, gallery

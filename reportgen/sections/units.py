@@ -200,7 +200,7 @@ def _pages(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, units: np.ndar
         views = _views(record) if record else []
         if record:
             gallery.append({"unit": u, "href": f"{u}.html", "dead": record["dead"], "uniform": record["uniform"],
-                            "path": record["images"]["neuron" if record["uniform"] else "feature_vis"]})
+                            "path": record["images"]["neuron_field" if record["uniform"] else "feature_vis"]})
         context = {
             "layer": info, "unit": u, "dead": bool(ex.dead[u]), "stats": stats, "examples": examples,
             "views": views, "view_size": magnified(*_vis_shape(ctx, name)) if views else None,
