@@ -34,12 +34,12 @@ def build(ctx: ModelContext) -> Section | None:
         "filter's mean activation; for each class, an image maximising its "
         "pre-softmax logit. Proof: a filter's image should drive the filter at least as hard as the best test "
         "image does (mean over the map, and peak at any position); a class image should be classified as its "
-        "class. Dead filters (never active on any test image) are crossed out in red.",
+        "class. Dead filters (never active on any test image) are framed in red (crossed out in the one-file grids).",
     )
     units = ctx.plan.units
     section.notes.extend(budget_notes(ctx))
-    # Every filter also gets its central neuron's image, and each filter with a page a diverse group, in the
-    # same optimisations.
+    # Every filter also gets its central neuron's image (in the filters' optimisations), and each filter with a
+    # page a diverse group (in shorter ones of their own).
     results = visualize_model(ctx.network, {**units, LOGITS: None}, settings, ctx.seed, neurons=units,
                               diverse=paged_units(ctx))
     if convs:
