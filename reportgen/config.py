@@ -98,12 +98,12 @@ BUILD_KEYS = {"out": str, "cache_dir": str, "seed": int}
 # The FeatVisSettings a config may set, with their types (checked here, before TensorFlow is imported).
 FEATURE_VIS_KEYS = {"steps": int, "warmup_steps": int, "settle_steps": int, "param": str, "learning_rate": float,
                     "leak": float, "zoom": float, "degrees": float, "scales": list, "total_variation": float,
-                    "l2": float, "blur": float, "chunk_size": int}
+                    "l2": float, "blur": float, "chunk_size": int, "diversity": float, "diversity_steps": int}
 # Class images (`feature_vis.classes`) take the same keys and these (FeatVisSettings.for_classes).
 CLASS_FEATURE_VIS_KEYS = {**FEATURE_VIS_KEYS, "objective": str, "starts": int}
 CLASS_OBJECTIVES = ("logit", "margin")
 PARAMETERIZATIONS = ("auto", "fft", "pixel", "smooth", "auto-smooth")
-BUDGET_KEYS = {"layers": int, "units": int, "choose": str}
+BUDGET_KEYS = {"layers": int, "units": int, "choose": str, "picture_work": int}
 BUDGET_CHOICES = ("activation", "even")
 MODEL_FIELDS = {f.name: f for f in dataclasses.fields(ModelSpec)}
 # A plain key's check comes from its annotation: `int` keys are counts (at least 1), `str` and `str | None`

@@ -84,9 +84,10 @@ class ModelContext:
     def class_name(self, label: int) -> str:
         return self.data.class_names[int(label)]
 
-    def save_png(self, name: str, image: np.ndarray) -> str:
-        """Save a float [0, 1] image under img/ and return its path relative to the page."""
-        rel = f"img/{slugify(name)}.png"
+    def save_png(self, name: str, image: np.ndarray, folder: tuple[str, ...] = ()) -> str:
+        """Save a float [0, 1] image under img/ (and `folder`, each part slugified) and return its path
+        relative to the page."""
+        rel = "/".join(["img", *map(slugify, folder), f"{slugify(name)}.png"])
         save_png(self.out_dir / rel, image)
         return rel
 

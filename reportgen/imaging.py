@@ -65,6 +65,15 @@ def tile_size(h: int, w: int, target: int = 48, largest: int = 96) -> tuple[int,
     return h * factor, w * factor
 
 
+MAGNIFIED = 112  # pixels a small picture is shown at: 4x for 28 px
+
+
+def magnified(h: int, w: int) -> tuple[int, int]:
+    """Display size of an (h, w) picture on a page: small ones enlarged by a whole factor to about
+    MAGNIFIED pixels (the page scales them nearest-neighbour), larger ones at their own size."""
+    return tile_size(h, w, target=MAGNIFIED, largest=max(h, w, MAGNIFIED))
+
+
 def tile_grid(
     tiles: np.ndarray,
     cols: int | None = None,

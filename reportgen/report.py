@@ -24,6 +24,10 @@ class Figure:
     title: str = ""
     numbers: dict[str, Any] = field(default_factory=dict)
     wide: bool = False  # scroll horizontally at natural size instead of fitting the column
+    # A gallery: one PNG per unit (dicts with "unit", "path", "href" to its page or None, and its numbers),
+    # drawn in HTML as linked tiles of `tile_size` (height, width) pixels; `path` is the whole grid in one PNG.
+    tiles: list[dict[str, Any]] = field(default_factory=list)
+    tile_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self.alt = self.alt or self.caption

@@ -169,3 +169,29 @@ def test_deepdream_numbers_are_on_both_pages(site, report):
             assert figure["path"] in page and dream["octaves_path"] in page
             for key in ("ssim", "objective_gain", "mean_abs_change"):
                 assert number(dream[key]) in page, key
+
+
+def test_unit_pictures_are_listed_linked_and_shown_with_their_numbers(site, report):
+    from reportgen.render import number
+
+    model = site / "mnist-3conv"
+    vis = next(s for s in report["sections"] if s["id"] == "feature-vis")
+    units = next(s for s in report["sections"] if s["id"] == "units")
+    tiles = [tile for figure in vis["figures"] for tile in figure["tiles"]]
+    assert len(tiles) == 24 + 48 + 64
+    assert len([tile for tile in tiles if tile["href"]]) == 3 * 8  # a quick build pages 8 units per layer
+    for tile in tiles:
+        assert (model / tile["path"]).is_file()
+        assert tile["href"] is None or (model / tile["href"]).is_file()
+    for layer in vis["data"]["layers"].values():
+        for record in layer["filters"]:
+            images = record["images"]
+            assert all((model / path).is_file() for path in [images["feature_vis"], images["neuron"],
+                                                              *images.get("diversity", [])])
+            assert record["uniform"] == ("neuron_field" in images)
+    assert 0 <= units["data"]["resemblance_share"] <= 1
+    found = units["data"]["conv2"]["resemblance"]
+    assert f"{100 * found['share']:.0f}% of {found['live_filters']}" in (model / "conv2" / "index.html").read_text()
+    unit, record = next((u, r) for u, r in found["units"].items() if r["top9"] is not None)
+    html = (model / "conv2" / f"{unit}.html").read_text()
+    assert number(record["top9"], 3) in html and number(record["random"], 3) in html

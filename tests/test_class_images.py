@@ -97,9 +97,9 @@ def test_the_classes_run_with_their_own_settings_and_every_start(monkeypatch):
 
     calls, real = [], featvis.render_units
 
-    def spy(probe, objective, size, settings, slots, units, seed, tries=None):
-        calls.append((settings, len(units), None if tries is None else tries.tolist(), objective.name))
-        return real(probe, objective, size, settings, slots, units, seed, tries)
+    def spy(probe, objective, size, settings, slots, units, seed, attempts=None, steady=None):
+        calls.append((settings, len(units), None if attempts is None else attempts.tolist(), objective.name))
+        return real(probe, objective, size, settings, slots, units, seed, attempts, steady)
 
     monkeypatch.setattr(featvis, "render_units", spy)
     classes = FAST.for_classes({"starts": 2})

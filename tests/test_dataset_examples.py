@@ -135,19 +135,12 @@ def test_units_section_files_proof_and_pages(tiny_context):
     json.dumps(section.to_json())  # report.json-ready
     report = {"model": {"name": "tiny <b>"}}
     for page in section.pages:
-        assert (ctx.out_dir / page.context.get("image", page.context.get("examples_image"))).is_file()
+        images = [page.context.get("projections", page.context.get("examples_image"))]
+        images += [e["image"] for e in page.context.get("examples", [])]
+        assert all((ctx.out_dir / image).is_file() for image in images)
         render_page(ctx.out_dir, report, section, page)
     html = (ctx.out_dir / "conv_a" / "1.html").read_text()
-    assert 'href="0.html"' in html and 'href="2.html"' in html and "../img/units-conv_a-1.png" in html
+    assert 'href="0.html"' in html and 'href="2.html"' in html and "../img/units/conv_a/1-top-1.png" in html
     assert "tiny &lt;b&gt;" in html
     md = (ctx.out_dir / "conv_b" / "index.md").read_text()
     assert "(../conv_a/index.md)" in md and "(0.md)" in md
-
-
-def test_units_section_shows_feature_vis_when_present(tiny_context):
-    ctx = tiny_context
-    ctx.extra["feature_vis"] = {"conv_b": {"images": np.full((6, 10, 10, 3), 0.25, np.float32)}}
-    section = units.build(ctx)
-    pages = {page.path: page for page in section.pages}
-    assert pages["conv_b/2.html"].context["has_feature_vis"]
-    assert not pages["conv_a/2.html"].context["has_feature_vis"]

@@ -75,9 +75,9 @@ def test_a_large_canvas_gets_fewer_slots_per_optimisation(model, monkeypatch):
     whole = visualize_filters(model, "conv_b", settings=FAST, seed=1)
     batches, real_render = [], featvis.render_units
 
-    def spy(probe, objective, size, settings, slots, units, seed, tries=None):
+    def spy(probe, objective, size, settings, slots, units, seed, attempts=None, steady=None):
         batches.append(len(units))
-        return real_render(probe, objective, size, settings, slots, units, seed, tries)
+        return real_render(probe, objective, size, settings, slots, units, seed, attempts, steady)
 
     monkeypatch.setattr(featvis, "batch_rows", lambda shape, values=None: 4 if shape == (12, 12, 1) else 0)
     monkeypatch.setattr(featvis, "render_units", spy)

@@ -65,9 +65,47 @@ def channel(layer: str, units: Units) -> Objective:
                      f"channel({layer}, {units if isinstance(units, int) else '...'})")
 
 
-def neuron(layer: str, units: Units, x: int, y: int) -> Objective:
-    """Activation of one map at one position (one unit with one receptive field)."""
-    return Objective(lambda a: _per_slot(a[layer][:, y, x], units), frozenset({layer}), f"neuron({layer}, {x}, {y})")
+def neuron(layer: str, units: Units, x: int | None = None, y: int | None = None) -> Objective:
+    """Activation of one map at one position (one unit with one receptive field); without `x` and `y`, the
+    map's centre (row H // 2, column W // 2), as `resemblance.map_centre` names it."""
+
+    def score(a: Activations) -> tf.Tensor:
+        values = a[layer]
+        row = tf.shape(values)[1] // 2 if y is None else y
+        col = tf.shape(values)[2] // 2 if x is None else x
+        return _per_slot(values[:, row, col], units)
+
+    where = "centre" if x is None and y is None else f"{x}, {y}"
+    return Objective(score, frozenset({layer}), f"neuron({layer}, {where})")
+
+
+def diversity(layer: str, group: int) -> Objective:
+    """Lucid's diversity term, per slot: the summed cosine similarity between the slot's Gram matrix at
+    `layer` (every channel: the image's style there) and those of the other slots of its group of `group`
+    consecutive slots. Subtracted from a unit's objective, it makes a group's images differ in kind, not
+    only in position. The batch must hold whole groups."""
+
+    def score(a: Activations) -> tf.Tensor:
+        values = a[layer]
+        channels = values.shape[-1]
+        flat = tf.reshape(values, [tf.shape(values)[0], -1, channels])
+        grams = tf.reshape(tf.matmul(flat, flat, transpose_a=True), [-1, group, channels * channels])
+        grams = tf.math.l2_normalize(grams, axis=-1, epsilon=1e-10)
+        similarity = tf.matmul(grams, grams, transpose_b=True)  # (groups, group, group)
+        return tf.reshape(tf.reduce_sum(similarity, axis=-1) - tf.linalg.diag_part(similarity), [-1])
+
+    return Objective(score, frozenset({layer}), f"diversity({layer}, {group})")
+
+
+def relative(objective: Objective) -> Objective:
+    """The objective over its own current size (the size is held constant for the gradient): the
+    gradient of its log, so a penalty added to it weighs the same for strong and weak units."""
+
+    def score(a: Activations) -> tf.Tensor:
+        value = objective(a)
+        return value / (tf.stop_gradient(tf.abs(value)) + 1e-3)
+
+    return Objective(score, objective.layers, f"relative({objective.name})")
 
 
 def layer_mean(layer: str) -> Objective:

@@ -8,10 +8,14 @@ import dataclasses
 import numpy as np
 
 from .. import progress, recognition
+from ..budget import pictured
 from ..context import ModelContext
-from ..featvis import LOGITS, FeatVisSettings, FilterImages, visualize_model
-from ..imaging import as_rgb, resize_nearest, tile_grid, tile_size
+from ..featvis import DIVERSITY_IMAGES, LOGITS, FeatVisSettings, FilterImages, visualize_model
+from ..imaging import as_rgb, magnified, resize_nearest, tile_grid, tile_size
 from ..report import Figure, Section, Table
+from ..resemblance import map_centre
+from ..slugs import slugify
+from .units import gallery_tile, paged_units, save_unit_png
 
 DEAD_TINT = np.array([0.85, 0.15, 0.15], np.float32)
 SETTINGS_SHOWN = ("steps", "param", "warmup_steps", "leak", "zoom", "degrees", "scales", "total_variation", "l2")
@@ -21,7 +25,10 @@ CLASS_IMAGE_SIDE = 112  # each class's own PNG is magnified by a whole factor to
 CLASS_SETTINGS_SHOWN = ("steps", "param", "objective", "starts", "l2", "l2_target", "total_variation")
 BACKGROUND_SAMPLE = 512  # training images whose pixels give the background colour class images decay toward
 CLASS_SLOTS = 40  # the preset's starts are cut so the class images take at most this many slots (1 each beyond)
-UNIFORM_STD = 0.02  # an optimised image this flat is one colour: the filter wants the whole input bright or dark
+# An optimised image is uniform (the filter wants the whole input bright or dark) when fewer than
+# UNIFORM_SHARE of its pixels lie farther than UNIFORM_SPREAD from its median: a standard deviation under
+# 0.02 missed black images with a few white specks (fashion-2conv conv1 filters 52 and 57).
+UNIFORM_SPREAD, UNIFORM_SHARE = 0.25, 0.05
 
 
 def build(ctx: ModelContext) -> Section | None:
@@ -37,12 +44,23 @@ def build(ctx: ModelContext) -> Section | None:
         "pre-softmax logit over the others'. Proof: a filter's image should drive the filter at least as hard as "
         "the best test image does (mean over the map, and peak at any position); a class image should be classified "
         "as its class, by the model and by an independent judge. Dead filters (never active on any test image) are "
-        "crossed out in red.",
+        "framed in red (crossed out in the one-file grids).",
     )
     units = ctx.plan.units
     section.notes.extend(budget_notes(ctx))
     class_settings = _class_settings(ctx, settings)
-    results = visualize_model(ctx.network, {**units, LOGITS: None}, settings, ctx.seed, class_settings)
+    # The pictured filters also get their central neuron's image (in the filters' optimisations), and those with a
+    # page a diverse group (in shorter ones of their own).
+    neurons = _pictured(ctx, settings)
+    paged = paged_units(ctx)
+    diverse = {name: np.intersect1d(chosen, paged.get(name, ())) for name, chosen in neurons.items()}
+    pictured_count = sum(map(len, neurons.values()))
+    if pictured_count < sum(map(len, units.values())):
+        section.notes.append(
+            f"Neuron and diverse images for {pictured_count:,} of the {sum(map(len, units.values())):,} filters "
+            f"shown (the budget's picture_work, {ctx.plan.budget.picture_work:,}: each costs three more images).")
+    results = visualize_model(ctx.network, {**units, LOGITS: None}, settings, ctx.seed, class_settings,
+                              neurons=neurons, diverse=diverse)
     if convs:
         section.data["layers"] = {}
         for name in convs:
@@ -58,21 +76,40 @@ def build(ctx: ModelContext) -> Section | None:
     return section
 
 
+def _pictured(ctx: ModelContext, settings: FeatVisSettings) -> dict[str, np.ndarray]:
+    """The shown filters that also get a neuron image and, with a page, a diverse group (budget.pictured)."""
+    height, width = ctx.network.image_shape[:2]
+    canvas = (height or settings.max_size, width or settings.max_size)
+    per_unit = 1 + DIVERSITY_IMAGES * settings.for_diversity().steps / settings.steps
+    return pictured(ctx.plan, ctx.network.activation_values(canvas), per_unit)
+
+
 def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
            dataset_mean: np.ndarray, dataset_peak: np.ndarray) -> None:
     filters, units = len(dataset_mean), result.units
     dead = dataset_peak[units] <= 0
     reached = result.activation >= dataset_mean[units]
-    tiles = as_rgb(result.images)
-    tiles = resize_nearest(tiles, *tile_size(*tiles.shape[1:3], target=56, largest=64))
-    tiles[dead] = _cross_out(tiles[dead])
     live = ~dead
     share = float(reached[live].mean()) if live.any() else None
     ratios = result.activation[live] / dataset_mean[units][live]
-    uniform = live & (result.images.reshape(len(units), -1).std(axis=1) < UNIFORM_STD)
+    flat = result.images.reshape(len(units), -1)
+    uniform = live & (np.mean(np.abs(flat - np.median(flat, axis=1, keepdims=True)) > UNIFORM_SPREAD, axis=1)
+                      < UNIFORM_SHARE)
+    neurons = _neuron_images(result)
+    # A filter whose best input is uniform is shown by its central neuron's image, cropped to that unit's
+    # receptive field: the pattern it looks for there (a first layer's is 3x3 px of a 28-px image).
+    fields = _neuron_fields(ctx, name, {u: neurons[u][0] for u in units[uniform].tolist() if u in neurons})
+    size = tile_size(*result.images.shape[1:3], target=56, largest=64)
+    tiles = resize_nearest(as_rgb(result.images), *size)
+    for j, u in enumerate(units.tolist()):
+        if u in fields:
+            tiles[j] = resize_nearest(as_rgb(fields[u]), *size)
+    tiles[dead] = _cross_out(tiles[dead])
     numbers = {"filters": filters, "shown": len(units), "dead": int(dead.sum()), "live_reaching_dataset_max": share,
                "median_activation_over_dataset_max": float(np.median(ratios)) if live.any() else None,
                "uniform_images": int(uniform.sum())}
+    records, gallery = _unit_files(ctx, name, result, neurons, fields, dataset_mean, dataset_peak, reached, dead,
+                                   uniform)
     section.figures.append(Figure(
         ctx.save_png(f"featvis-{name}", tile_grid(tiles, background=GRID_BACKGROUND)),
         title=name,
@@ -80,27 +117,82 @@ def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
         + (f" ({len(units)} of {filters}, chosen by the budget)" if len(units) < filters else "")
         + f"; {int(dead.sum())} dead; {'-' if share is None else f'{share:.0%}'} of live filters reach or beat "
         "the best test image's mean activation."
-        + (f" {int(uniform.sum())} respond most to a uniform image (all bright or all dark): no pattern drives "
-           "them harder, so their tiles are flat." if uniform.any() else ""),
+        + (f" {int(uniform.sum())} respond most to a uniform image (all bright or all dark)"
+           + (f"; the tiles of {len(fields)} of them (dashed frame) show instead the image that maximises the map's "
+              "central unit, cropped to that unit's receptive field: the pattern it looks for there."
+              if fields else ".") if uniform.any() else "")
+        + " Each tile opens the filter's page.",
         alt=f"Optimised input pattern of every filter of layer {name}",
-        numbers=numbers,
+        numbers=numbers, tiles=gallery, tile_size=magnified(*result.images.shape[1:3]),
     ))
-    records = [{"index": int(u), "activation": float(a), "dataset_max": float(dataset_mean[u]), "peak": float(p),
-                "dataset_peak": float(dataset_peak[u]), "reached": bool(r), "dead": bool(d)}
-               for u, a, p, r, d in zip(units, result.activation, result.peak, reached, dead)]
     section.data["layers"][name] = {**numbers, "filters": records}
     section.tables.append(Table(
-        ["Filter", "Mean reached", "Best test image", "Ratio", "Peak reached", "Best test peak", "Status"],
+        ["Filter", "Mean reached", "Best test image", "Ratio", "Peak reached", "Best test peak", "Neuron image",
+         "Status"],
         [[r["index"], f"{r['activation']:.3f}", f"{r['dataset_max']:.3f}", _ratio(r["activation"], r["dataset_max"]),
-          f"{r['peak']:.3f}", f"{r['dataset_peak']:.3f}", "dead" if r["dead"] else "alive"] for r in records],
+          f"{r['peak']:.3f}", f"{r['dataset_peak']:.3f}",
+          "-" if r["neuron_activation"] is None else f"{r['neuron_activation']:.3f}",
+          "dead" if r["dead"] else "uniform" if r["uniform"] else "alive"] for r in records],
         title=f"{name}: activation per filter", collapsed=True,
     ))
     ctx.extra.setdefault("feature_vis", {})[name] = {
         "images": result.images, "units": units.tolist(), "activation": result.activation,
-        "dataset_max": dataset_mean[units], "dead": dead,
+        "dataset_max": dataset_mean[units], "dead": dead, "uniform": uniform,
+        "neuron_images": {u: image for u, (image, _) in neurons.items()}, "records": {r["index"]: r for r in records},
     }
     progress.log(f"    {name}: {len(units)} filters, {numbers['dead']} dead, "
                  f"{'-' if share is None else f'{share:.0%}'} reach the dataset max")
+
+
+def _neuron_images(result: FilterImages) -> dict[int, tuple[np.ndarray, float]]:
+    """Filter -> its neuron image and central unit's activation, for the filters that have one."""
+    if result.neuron is None:
+        return {}
+    return {int(u): (image, float(value))
+            for u, image, value in zip(result.neuron.units, result.neuron.images, result.neuron.activation)}
+
+
+def _neuron_fields(ctx: ModelContext, name: str, images: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Neuron images cropped to their central unit's receptive field (whole when it has none)."""
+    if not images:
+        return {}
+    stack = np.stack(list(images.values()))
+    field = ctx.network.receptive_field(ctx.network.unit(name).point.path, input_size=stack.shape[1:3])
+    if field is not None:
+        stack = field.crop(stack, np.repeat(map_centre(field), len(stack), axis=0), fill=GRID_BACKGROUND)
+    return dict(zip(images, stack))
+
+
+def _unit_files(ctx: ModelContext, name: str, result: FilterImages, neurons: dict[int, tuple[np.ndarray, float]],
+                fields: dict[int, np.ndarray], dataset_mean: np.ndarray, dataset_peak: np.ndarray,
+                reached: np.ndarray, dead: np.ndarray, uniform: np.ndarray) -> tuple[list[dict], list[dict]]:
+    """One PNG per image of each filter (feature vis, and for the pictured ones the neuron image and, with a
+    page, the diverse group), each filter's record for report.json, and the gallery's tiles linking to the
+    filters' pages."""
+    paged = set(paged_units(ctx).get(name, np.zeros(0, int)).tolist())
+    diverse = result.diversity
+    groups = {} if diverse is None else {int(u): j for j, u in enumerate(diverse.units)}
+    slug = slugify(name)
+    records, gallery = [], []
+    for j, u in enumerate(result.units.tolist()):
+        images = {"feature_vis": save_unit_png(ctx, name, u, "feature-vis", result.images[j])}
+        if u in neurons:
+            images["neuron"] = save_unit_png(ctx, name, u, "neuron", neurons[u][0])
+        if u in fields:
+            images["neuron_field"] = save_unit_png(ctx, name, u, "neuron-field", fields[u])
+        record = {"index": u, "activation": float(result.activation[j]), "dataset_max": float(dataset_mean[u]),
+                  "peak": float(result.peak[j]), "dataset_peak": float(dataset_peak[u]), "reached": bool(reached[j]),
+                  "dead": bool(dead[j]), "uniform": bool(uniform[j]),
+                  "neuron_activation": neurons[u][1] if u in neurons else None, "images": images}
+        if u in groups:
+            g = groups[u]
+            images["diversity"] = [save_unit_png(ctx, name, u, f"diversity-{i}", image)
+                                   for i, image in enumerate(diverse.images[g])]
+            record["diversity"] = {"activation": diverse.activation[g].tolist(),
+                                   "gram_similarity": float(diverse.similarity[g])}
+        records.append(record)
+        gallery.append(gallery_tile(record, f"{slug}/{u}.html" if u in paged else None))
+    return records, gallery
 
 
 def _class_settings(ctx: ModelContext, settings: FeatVisSettings) -> FeatVisSettings:

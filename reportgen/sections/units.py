@@ -11,11 +11,12 @@ import numpy as np
 from .. import progress
 from ..context import ModelContext
 from ..dataset_examples import LayerExamples, dataset_top_k
-from ..imaging import as_rgb, resize_nearest, tile_grid, tile_size
+from ..imaging import magnified, resize_nearest, tile_grid, tile_size
 from ..model import ConvUnit, ReceptiveField
 from ..model.surgery import RELU_RULES
 from ..projections import Projector, projection_to_image
 from ..report import Figure, Page, Section, Table
+from ..resemblance import Resemblance, random_test_ids, unit_resemblance
 from ..slugs import slugify
 
 TOP_K = 9
@@ -46,29 +47,50 @@ def build(ctx: ModelContext) -> Section | None:
         examples = dataset_top_k(ctx.network, names, x, k=TOP_K)
     ctx.extra["dataset_examples"] = examples
     projectors = {rule: Projector(ctx.network, names, rule) for rule in RELU_RULES}
-    cap = QUICK_UNITS if ctx.quick else None
     slugs = [slugify(name) for name in names]
     rows = []
     with progress.bar(len(layers), "unit crops, projections and pages", unit="layer") as bar:
         for i, layer in enumerate(layers):
-            rows.append(_layer(ctx, layer, examples[layer.path], projectors, x, cap, names, slugs, i, section))
+            rows.append(_layer(ctx, layer, examples[layer.path], projectors, x, names, slugs, i, section))
             for projector in projectors.values():
                 projector.release(layer.path)
             bar.update()
     section.tables.append(Table(
         ["Layer", "Filters", "Receptive field", "Dead", "Pages", "Max |deconvnet| outside RF",
-         "Max |guided| outside RF"], rows, title="Conv layers"))
+         "Max |guided| outside RF", "Neuron image resembles its top crops more than random ones"], rows,
+        title="Conv layers"))
     section.data["images_scanned"] = len(x)
     section.data["top_k"] = TOP_K
+    live = [r for name in names for r in section.data[name]["resemblance"]["units"].values()]
+    section.data["resemblance_share"] = float(np.mean([r["beats_random"] for r in live])) if live else None
     return section
 
 
+def paged_units(ctx: ModelContext) -> dict[str, np.ndarray]:
+    """Conv path -> the units that get a page (and so a diverse group of images): the budget's, at most
+    QUICK_UNITS per layer in a quick build."""
+    cap = QUICK_UNITS if ctx.quick else None
+    return {name: chosen[:cap] for name, chosen in ctx.plan.units.items()}
+
+
+def gallery_tile(record: dict[str, Any], href: str | None) -> dict[str, Any]:
+    """A filter's gallery tile: its feature vis, or its neuron field when its best input is uniform."""
+    shows_neuron = "neuron_field" in record["images"]
+    return {"unit": record["index"], "path": record["images"]["neuron_field" if shows_neuron else "feature_vis"],
+            "href": href, "dead": record["dead"], "uniform": shows_neuron}
+
+
+def save_unit_png(ctx: ModelContext, layer: str, unit: int, kind: str, image: np.ndarray) -> str:
+    """One picture of one unit, at its own resolution (pages magnify it), as img/units/<layer>/<unit>-<kind>.png."""
+    return ctx.save_png(f"{unit}-{kind}", np.clip(image, 0, 1), folder=("units", layer))
+
+
 def _layer(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, projectors: dict[str, Projector], x: np.ndarray,
-           cap: int | None, names: list[str], slugs: list[str], i: int, section: Section) -> list[Any]:
+           names: list[str], slugs: list[str], i: int, section: Section) -> list[Any]:
     """One layer's figures, pages and table row."""
     name, slug = layer.path, slugs[i]
     filters, k = ex.values.shape
-    units = ctx.plan.units[name][:cap]
+    units = paged_units(ctx)[name]
     rf = ctx.network.receptive_field(layer.point.path, input_size=x.shape[1:3])
     ids = ex.indices[units].ravel()  # row r shows test image ids[r]
     positions = ex.positions[units].reshape(-1, 2)
@@ -83,22 +105,31 @@ def _layer(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, projectors: di
     outside = {rule: p["max_abs_outside_rf"] for rule, p in proof.items()}
     dead = ex.dead
     rf_text = f"{rf.size[0]}x{rf.size[1]} px" if rf else "whole image"
+    resemblance = _resemblance(ctx, layer, ex, units, x, rf, i)  # every live shown filter
+    # A flat crop has no cosine: it counts as not resembling (conv1 filters that want white everywhere).
+    share = float(np.mean([r.beats_random for r in resemblance.values()])) if resemblance else None
+    flat = sum(r.top is None for r in resemblance.values())
     numbers = {"layer": name, "filters": filters, "units_shown": len(units), "dead_filters": int(dead.sum()),
                "receptive_field": rf_text, "top1_activation_mean": float(ex.values[:, 0].mean()),
                "projections_checked": proof["deconvnet"]["checked"],
-               "max_abs_deconvnet_outside_rf": outside["deconvnet"], "max_abs_guided_outside_rf": outside["guided"]}
+               "max_abs_deconvnet_outside_rf": outside["deconvnet"], "max_abs_guided_outside_rf": outside["guided"],
+               "neuron_resembles_top9_more_than_random": share}
     small = tile_size(*crops.shape[1:3], target=24, largest=24)
     overview = {"examples": crops, "deconvnet": projected["deconvnet"]}
     paths = {}
     for kind, tiles in overview.items():
         blocks = [tile_grid(resize_nearest(t, *small), cols=3, pad=1) for t in _by_unit(tiles, k)]
         paths[kind] = ctx.save_png(f"units-{slug}-{kind}", tile_grid(np.stack(blocks), pad=4))
+    share_text = "" if share is None else (
+        f" For {share:.0%} of the {len(resemblance)} live filters, the image maximising the central unit resembles "
+        "the mean of the top crops more than the mean of random test crops at the same positions"
+        + (f" ({flat} whose neuron image is flat in its receptive field count as not)." if flat else "."))
     section.figures.append(Figure(
         paths["examples"], title=f"{name}: top-{k} test images per filter",
         caption=f"Layer {name}: for each of {len(units)} of {filters} filters (row-major, in the order of the "
         f"layer page), its {k} "
         f"strongest test images cropped to the {rf_text} receptive field of the maximal unit; "
-        f"{int(dead.sum())} filters never fire on the test set.",
+        f"{int(dead.sum())} filters never fire on the test set." + share_text,
         alt=f"Grid of {len(units)} blocks of {k} image crops, one block per filter of {name}",
         numbers=numbers))
     section.figures.append(Figure(
@@ -107,51 +138,85 @@ def _layer(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, projectors: di
         "order (grey is zero). Outside the receptive field every projection is exactly zero.",
         alt=f"Grid of {len(units)} blocks of {k} deconvnet projections, one block per filter of {name}",
         numbers={"layer": name, "max_abs_outside_rf": outside["deconvnet"]}))
-    _pages(ctx, layer, ex, units, crops, projected, rf_text, names, slugs, i, paths, section)
+    _pages(ctx, layer, ex, units, crops, projected, rf_text, names, slugs, i, paths, resemblance, share, section)
     section.data[name] = {
         "receptive_field": None if rf is None else {"size": rf.size, "jump": rf.jump, "start": rf.start},
         "projection_proof": proof,
         "dead": np.flatnonzero(dead), "dataset_max": ex.dataset_max, "mean_max": ex.mean_max,
         "fire_rate": ex.fire_rate,
         "top": {"activation": ex.values, "test_index": ex.indices, "position": ex.positions},  # every filter
+        "resemblance": {"share": share, "live_filters": len(resemblance), "flat": flat,
+                        "units": {int(u): _resemblance_record(r) for u, r in resemblance.items()}},
     }
-    return [name, filters, rf_text, int(dead.sum()), len(units), outside["deconvnet"], outside["guided"]]
+    return [name, filters, rf_text, int(dead.sum()), len(units), outside["deconvnet"], outside["guided"],
+            "-" if share is None else f"{share:.0%} of {len(resemblance)}"]
+
+
+def _resemblance(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, units: np.ndarray, x: np.ndarray,
+                 rf: ReceptiveField | None, i: int) -> dict[int, Resemblance]:
+    """Each shown live filter's neuron image against its top crops and random crops (see resemblance);
+    none without the feature-vis section's neuron images or without a receptive field."""
+    entry = ctx.extra.get("feature_vis", {}).get(layer.path)
+    if rf is None or not entry or entry.get("neuron_images") is None:
+        return {}
+    images = entry["neuron_images"]
+    canvas = next(iter(images.values())).shape[:2] if images else x.shape[1:3]
+    field = ctx.network.receptive_field(layer.point.path, input_size=canvas)
+    found = {}
+    for u in units.tolist():
+        live = ex.values[u] > 0
+        if ex.dead[u] or u not in images or field is None:
+            continue
+        top = ex.indices[u][live]
+        found[u] = unit_resemblance(images[u], field, x, rf, top, ex.positions[u][live],
+                                    random_test_ids(len(x), len(top), ctx.seed, i, u))
+    return found
+
+
+def _resemblance_record(r: Resemblance) -> dict[str, Any]:
+    return {"top9": r.top, "random": r.random, "beats_random": r.beats_random}
 
 
 def _pages(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, units: np.ndarray, crops: np.ndarray,
            projected: dict[str, np.ndarray], rf_text: str, names: list[str], slugs: list[str], i: int,
-           layer_images: dict[str, str], section: Section) -> None:
-    """The layer's index page and one page per shown unit, with one PNG per unit."""
+           layer_images: dict[str, str], resemblance: dict[int, Resemblance], share: float | None,
+           section: Section) -> None:
+    """The layer's index page and one page per shown unit, with one PNG per picture of the unit."""
     name, slug = layer.path, slugs[i]
     filters, k = ex.values.shape
     info = {"name": name, "slug": slug, "type": type(layer.conv.layer).__name__, "filters": filters,
             "receptive_field": rf_text, "units_shown": len(units), "read_at": layer.read_at}
-    vis = feature_vis_images(ctx, name)
-    size = tile_size(*crops.shape[1:3], target=48, largest=96)
-    rgb = crops.shape[-1] == 3 or (vis is not None and any(v.shape[-1] == 3 for v in vis.values()))
-    # Grey models keep one channel: a third of the bytes to encode, for 100s of unit images.
-    rows = {kind: _channels(resize_nearest(t, *size), rgb) for kind, t in (("examples", crops), *projected.items())}
-    unit_rows = []
-    for j, u in enumerate(units):
+    vis = ctx.extra.get("feature_vis", {}).get(name, {}).get("records", {})
+    crop_size = magnified(*crops.shape[1:3])
+    unit_rows, gallery = [], []
+    for j, u in enumerate(units.tolist()):
         block = slice(j * k, (j + 1) * k)
-        grid = tile_grid(np.concatenate([rows["examples"][block], rows["deconvnet"][block], rows["guided"][block]]),
-                         cols=k)
-        has_vis = vis is not None and u in vis
-        if has_vis:
-            grid = _beside(_channels(resize_nearest(np.clip(vis[u], 0, 1), *((grid.shape[0] - 4,) * 2)), rgb), grid)
-        image = ctx.save_png(f"units-{slug}-{u}", grid)
+        strip = tile_grid(np.concatenate([projected["deconvnet"][block], projected["guided"][block]]), cols=k, pad=1)
+        projections = save_unit_png(ctx, name, u, "projections", strip)
         stats = {"dataset_max": float(ex.dataset_max[u]), "mean_max": float(ex.mean_max[u]),
                  "fire_rate": float(ex.fire_rate[u])}
-        unit_rows.append({"unit": int(u), "href": f"{u}.html", "dead": bool(ex.dead[u]), **stats})
+        found = resemblance.get(u)
+        likeness = None if found is None else _resemblance_record(found)
+        unit_rows.append({"unit": u, "href": f"{u}.html", "dead": bool(ex.dead[u]), **stats, "resemblance": likeness})
         examples = [{"rank": r + 1, "index": int(ex.indices[u, r]), "activation": float(ex.values[u, r]),
                      "position": f"{ex.positions[u, r, 0]}, {ex.positions[u, r, 1]}",
                      "label": ctx.class_name(ctx.data.y_test[ex.indices[u, r]]),
-                     "predicted": ctx.class_name(ctx.predictions[ex.indices[u, r]])} for r in range(k)]
+                     "predicted": ctx.class_name(ctx.predictions[ex.indices[u, r]]),
+                     "image": save_unit_png(ctx, name, u, f"top-{r + 1}", crops[j * k + r])} for r in range(k)]
+        record = vis.get(u)
+        views = _views(record) if record else []
+        if record:
+            gallery.append(gallery_tile(record, f"{u}.html"))
         context = {
-            "layer": info, "unit": int(u), "dead": bool(ex.dead[u]), "stats": stats, "examples": examples,
-            "image": image, "has_feature_vis": has_vis,
-            "image_alt": f"Filter {u} of {name}: {'feature visualization, then ' if has_vis else ''}{k} strongest "
-            "test crops (top row), their deconvnet projections (middle) and guided-backprop projections (bottom)",
+            "layer": info, "unit": u, "dead": bool(ex.dead[u]), "stats": stats, "examples": examples,
+            "views": views, "view_size": magnified(*_vis_shape(ctx, name)) if views else None,
+            "diversity": record.get("diversity") if record else None,
+            "diverse_images": len(record["images"].get("diversity", [])) if record else 0,
+            "neuron": bool(record and "neuron" in record["images"]),
+            "uniform": bool(record and "neuron_field" in record["images"]),
+            "crop_size": crop_size, "projections": projections,
+            "projections_size": [side * crop_size[0] // crops.shape[1] for side in strip.shape[:2]],
+            "resemblance": likeness,
             "prev_href": f"{units[j - 1]}.html" if j > 0 else None,
             "next_href": f"{units[j + 1]}.html" if j + 1 < len(units) else None,
             "prev_unit": int(units[j - 1]) if j > 0 else None,
@@ -163,8 +228,30 @@ def _pages(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, units: np.ndar
                   for key, j in (("prev_layer", i - 1), ("next_layer", i + 1))}
     context = {"layer": info, "units": unit_rows, "not_shown": filters - len(units),
                "examples_image": layer_images["examples"], "projections_image": layer_images["deconvnet"],
-               "dead_count": int(ex.dead.sum()), **neighbours}
+               "dead_count": int(ex.dead.sum()), "resemblance_share": share,
+               "resemblance_compared": len(resemblance),
+               "gallery": gallery, "gallery_size": magnified(*_vis_shape(ctx, name)) if gallery else None,
+               **neighbours}
     section.pages.append(Page(f"{slug}/index.html", "layer.html", f"Layer {name}", context))
+
+
+def _views(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The feature-vis section's pictures of one filter, each with the number it reached."""
+    images = record["images"]
+    views = [{"kind": "channel", "title": "Feature visualization", "image": images["feature_vis"],
+              "label": "mean activation", "value": record["activation"]}]
+    if "neuron" in images:
+        views.append({"kind": "neuron", "title": "Central neuron", "image": images["neuron"],
+                      "label": "central unit", "value": record["neuron_activation"]})
+    values = record.get("diversity", {}).get("activation", [])
+    for n, (image, value) in enumerate(zip(images.get("diversity", []), values)):
+        views.append({"kind": "diversity", "title": f"Diverse {n + 1}", "image": image,
+                      "label": "mean activation", "value": value})
+    return views
+
+
+def _vis_shape(ctx: ModelContext, name: str) -> tuple[int, int]:
+    return tuple(np.asarray(ctx.extra["feature_vis"][name]["images"]).shape[1:3])
 
 
 def _project(projector: Projector, rf: ReceptiveField | None, name: str, x: np.ndarray, ids: np.ndarray,
@@ -207,19 +294,6 @@ def _by_unit(tiles: np.ndarray, k: int) -> list[np.ndarray]:
             group = np.concatenate([group, np.full((9 - len(group), *group.shape[1:]), BLANK, group.dtype)])
         groups.append(group[:9])
     return groups
-
-
-def _channels(images: np.ndarray, rgb: bool) -> np.ndarray:
-    return as_rgb(images) if rgb else images[..., :1]
-
-
-def _beside(square: np.ndarray, grid: np.ndarray, pad: int = 2) -> np.ndarray:
-    """`square` (h, h, C) to the left of `grid` (.., .., C), vertically centred, on white."""
-    out = np.ones((grid.shape[0], square.shape[1] + pad + grid.shape[1], grid.shape[2]), np.float32)
-    top = (grid.shape[0] - square.shape[0]) // 2
-    out[top : top + square.shape[0], pad : pad + square.shape[1]] = square
-    out[:, square.shape[1] + pad :] = grid
-    return out
 
 
 def feature_vis_images(ctx: ModelContext, layer_name: str) -> dict[int, np.ndarray] | None:
