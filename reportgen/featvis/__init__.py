@@ -136,8 +136,9 @@ def visualize_model(model: keras.Model | Network, units: Mapping[str, np.ndarray
     channels = network.image_shape[-1]
     chunks = []  # (canvas, settings, items): large canvases and deep models take fewer slots per optimisation
     for (size, own), items in groups.items():
-        step = max(DIVERSITY_IMAGES,
-                   min(own.chunk_size, batch_rows((*size, channels), network.activation_values(size))))
+        per_unit = _slots_of(items[0])  # chunk_size counts units: a diverse group is one (a chunk is one trace)
+        step = max(per_unit, min(own.chunk_size * per_unit,
+                                 batch_rows((*size, channels), network.activation_values(size))))
         chunks += [(size, own, chunk) for chunk in _chunks(items, step)]
     rendered: dict[tuple[str, str], list[tuple[RenderResult, np.ndarray]]] = {}
     slots_in_all = sum(_slots_of(item) for _, _, chunk in chunks for item in chunk)

@@ -58,7 +58,8 @@ def build(ctx: ModelContext) -> Section | None:
     if pictured_count < sum(map(len, units.values())):
         section.notes.append(
             f"Neuron and diverse images for {pictured_count:,} of the {sum(map(len, units.values())):,} filters "
-            f"shown (the budget's picture_work, {ctx.plan.budget.picture_work:,}: each costs three more images).")
+            f"shown: the budget's picture_work ({ctx.plan.budget.picture_work:,} activation values) left out the "
+            f"others, whose extra images cost {_extra_images_per_unit(settings):g} times their own.")
     results = visualize_model(ctx.network, {**units, LOGITS: None}, settings, ctx.seed, class_settings,
                               neurons=neurons, diverse=diverse)
     if convs:
@@ -80,8 +81,12 @@ def _pictured(ctx: ModelContext, settings: FeatVisSettings) -> dict[str, np.ndar
     """The shown filters that also get a neuron image and, with a page, a diverse group (budget.pictured)."""
     height, width = ctx.network.image_shape[:2]
     canvas = (height or settings.max_size, width or settings.max_size)
-    per_unit = 1 + DIVERSITY_IMAGES * settings.for_diversity().steps / settings.steps
-    return pictured(ctx.plan, ctx.network.activation_values(canvas), per_unit)
+    return pictured(ctx.plan, ctx.network.activation_values(canvas), _extra_images_per_unit(settings))
+
+
+def _extra_images_per_unit(settings: FeatVisSettings) -> float:
+    """A neuron image and a diverse group, in full-length images."""
+    return 1 + DIVERSITY_IMAGES * settings.for_diversity().steps / settings.steps
 
 
 def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
