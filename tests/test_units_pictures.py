@@ -153,9 +153,14 @@ def test_gallery_tiles_link_to_unit_pages_and_every_listed_png_exists(built):
             listed += [images["feature_vis"], images["neuron"], *images["diversity"]]
             listed += [images["neuron_field"]] if record["uniform"] else []
             assert len(images["diversity"]) == len(record["diversity"]["activation"]) == DIVERSITY_IMAGES
-    for page in section.pages:
-        listed += [e["image"] for e in page.context.get("examples", [])]
-        listed += [page.context["projections"]] if "projections" in page.context else []
+    for name in ("conv_a", "conv_b"):  # report.json lists each paged filter's crops and projections too
+        pictures = section.to_json()["data"][name]["unit_pictures"]
+        assert sorted(map(int, pictures)) == sorted(units.paged_units(ctx)[name].tolist())
+        for u, record in pictures.items():
+            assert record["page"] in pages and len(record["top"]) == 9
+            listed += [*record["top"], record["projections"]]
+    shown = [e["image"] for page in section.pages for e in page.context.get("examples", [])]
+    assert set(shown) <= set(listed)
     assert len(set(listed)) == len(listed) > 10 * 15
     assert all((ctx.out_dir / path).is_file() for path in listed)
 

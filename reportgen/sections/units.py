@@ -25,6 +25,9 @@ QUICK_IMAGES = 2000  # test images scanned in a quick build
 OUTSIDE_FILL = 0.5  # grey where a receptive field hangs over the image border
 BLANK = 1.0  # the tile background
 PROOF_ROWS = 32  # per layer and rule: full-image projections checked against the receptive field
+# A diverse group this similar (mean Gram cosine) came out alike: first-layer filters whose best input is uniform
+# give four white images whatever the penalty (mnist-3conv conv1: 1.00).
+ALIKE_SIMILARITY = 0.95
 
 
 def build(ctx: ModelContext) -> Section | None:
@@ -138,7 +141,8 @@ def _layer(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, projectors: di
         "order (grey is zero). Outside the receptive field every projection is exactly zero.",
         alt=f"Grid of {len(units)} blocks of {k} deconvnet projections, one block per filter of {name}",
         numbers={"layer": name, "max_abs_outside_rf": outside["deconvnet"]}))
-    _pages(ctx, layer, ex, units, crops, projected, rf_text, names, slugs, i, paths, resemblance, share, section)
+    pictures = _pages(ctx, layer, ex, units, crops, projected, rf_text, names, slugs, i, paths, resemblance, share,
+                      section)
     section.data[name] = {
         "receptive_field": None if rf is None else {"size": rf.size, "jump": rf.jump, "start": rf.start},
         "projection_proof": proof,
@@ -147,6 +151,7 @@ def _layer(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, projectors: di
         "top": {"activation": ex.values, "test_index": ex.indices, "position": ex.positions},  # every filter
         "resemblance": {"share": share, "live_filters": len(resemblance), "flat": flat,
                         "units": {int(u): _resemblance_record(r) for u, r in resemblance.items()}},
+        "unit_pictures": pictures,  # paged filter -> its page, top crops (in `top`'s rank order) and projections
     }
     return [name, filters, rf_text, int(dead.sum()), len(units), outside["deconvnet"], outside["guided"],
             "-" if share is None else f"{share:.0%} of {len(resemblance)}"]
@@ -180,15 +185,16 @@ def _resemblance_record(r: Resemblance) -> dict[str, Any]:
 def _pages(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, units: np.ndarray, crops: np.ndarray,
            projected: dict[str, np.ndarray], rf_text: str, names: list[str], slugs: list[str], i: int,
            layer_images: dict[str, str], resemblance: dict[int, Resemblance], share: float | None,
-           section: Section) -> None:
-    """The layer's index page and one page per shown unit, with one PNG per picture of the unit."""
+           section: Section) -> dict[int, dict[str, Any]]:
+    """The layer's index page and one page per shown unit, with one PNG per picture of the unit; returns
+    each unit's page and the PNGs of its top crops and projections, for report.json."""
     name, slug = layer.path, slugs[i]
     filters, k = ex.values.shape
     info = {"name": name, "slug": slug, "type": type(layer.conv.layer).__name__, "filters": filters,
             "receptive_field": rf_text, "units_shown": len(units), "read_at": layer.read_at}
     vis = ctx.extra.get("feature_vis", {}).get(name, {}).get("records", {})
     crop_size = magnified(*crops.shape[1:3])
-    unit_rows, gallery = [], []
+    unit_rows, gallery, pictures = [], [], {}
     for j, u in enumerate(units.tolist()):
         block = slice(j * k, (j + 1) * k)
         strip = tile_grid(np.concatenate([projected["deconvnet"][block], projected["guided"][block]]), cols=k, pad=1)
@@ -212,6 +218,7 @@ def _pages(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, units: np.ndar
             "views": views, "view_size": magnified(*_vis_shape(ctx, name)) if views else None,
             "diversity": record.get("diversity") if record else None,
             "diverse_images": len(record["images"].get("diversity", [])) if record else 0,
+            "alike": ALIKE_SIMILARITY,
             "neuron": bool(record and "neuron" in record["images"]),
             "uniform": bool(record and "neuron_field" in record["images"]),
             "crop_size": crop_size, "projections": projections,
@@ -224,6 +231,7 @@ def _pages(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, units: np.ndar
             "layer_href": "index.html",
         }
         section.pages.append(Page(f"{slug}/{u}.html", "unit.html", f"{name} filter {u}", context))
+        pictures[u] = {"page": f"{slug}/{u}.html", "top": [e["image"] for e in examples], "projections": projections}
     neighbours = {key: {"name": names[j], "href": f"../{slugs[j]}/index.html"} if 0 <= j < len(slugs) else None
                   for key, j in (("prev_layer", i - 1), ("next_layer", i + 1))}
     context = {"layer": info, "units": unit_rows, "not_shown": filters - len(units),
@@ -233,6 +241,7 @@ def _pages(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, units: np.ndar
                "gallery": gallery, "gallery_size": magnified(*_vis_shape(ctx, name)) if gallery else None,
                **neighbours}
     section.pages.append(Page(f"{slug}/index.html", "layer.html", f"Layer {name}", context))
+    return pictures
 
 
 def _views(record: dict[str, Any]) -> list[dict[str, Any]]:
