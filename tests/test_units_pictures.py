@@ -157,7 +157,7 @@ def test_gallery_tiles_link_to_unit_pages_and_every_listed_png_exists(built):
         pictures = section.to_json()["data"][name]["unit_pictures"]
         assert sorted(map(int, pictures)) == sorted(units.paged_units(ctx)[name].tolist())
         for u, record in pictures.items():
-            assert record["page"] in pages and len(record["top"]) == 9
+            assert record["page"] == f"{name}/{u}.html" in pages and len(record["top"]) == 9
             listed += [*record["top"], record["projections"]]
     shown = [e["image"] for page in section.pages for e in page.context.get("examples", [])]
     assert set(shown) <= set(listed)

@@ -49,6 +49,7 @@ __all__ = [
 DIVERSITY_IMAGES = 4  # images of one unit rendered together with the diversity term (Lucid's batch of 4)
 CHANNEL, NEURON, DIVERSE = "channel", "neuron", "diversity"  # what a slot maximises (see visualize_model)
 Item = tuple[str, str, int, int]  # (layer path or LOGITS, kind, unit, which of the unit's random starts)
+Chunk = tuple[tuple[int, int], FeatVisSettings, list[Item]]  # canvas, settings, the items optimised together
 
 
 @dataclass
@@ -123,28 +124,55 @@ def visualize_model(model: keras.Model | Network, units: Mapping[str, np.ndarray
     paths = {name: layer_path(network, name) for name in layers}  # built once per layer
     whole = {name: layer_probe(network, name, path=paths[name]) if name in paths else logits
              for name in [*wanted, *layers]}
-    # An item is what must share one optimisation: one unit's slot for one of its random starts, or a diverse
-    # group's slots (the unit's random starts 1 to DIVERSITY_IMAGES). Diverse groups run their own, shorter
-    # optimisations (settings.diversity_steps), and the classes their own settings.
+    chunks = _optimisations(network, {CHANNEL: wanted, **extra}, whole, settings, own_settings)
+    rendered = _render(network, chunks, paths, logits, seed, len(wanted))
+    results = {name: _proof(network, whole[name], name, wanted[name],
+                            _best_starts(rendered[(name, CHANNEL)], len(wanted[name]))) for name in wanted}
+    for name in layers - set(wanted):
+        results[name] = FilterImages(np.zeros(0, int), np.zeros((0, 1, 1, network.image_shape[-1])), np.zeros(0))
+    for name, picked in extra[NEURON].items():
+        images, values = _joined(rendered[(name, NEURON)])
+        results[name].neuron = UnitViews(picked, images, values)
+    for name, picked in extra[DIVERSE].items():
+        images, _ = _joined(rendered[(name, DIVERSE)])
+        results[name].diversity = _diverse_views(whole[name], name, picked, images)
+    return results
+
+
+
+def _optimisations(network: Network, kinds: dict[str, dict[str, np.ndarray]], whole: dict[str, Probe],
+                   settings: FeatVisSettings, own_settings: dict[str, FeatVisSettings]) -> list[Chunk]:
+    """Every slot to render, grouped into optimisations. An item is what must share one: one unit's slot for
+    one of its random starts, or a diverse group's slots (the unit's random starts 1 to DIVERSITY_IMAGES).
+    Items of one canvas size and settings share optimisations, cut to `chunk_size` units and to the memory
+    `batch_rows` allows; diverse groups run their own, shorter ones (settings.diversity_steps), the classes
+    their own settings."""
     groups: dict[tuple[tuple[int, int], FeatVisSettings], list[Item]] = {}
-    for kind, chosen in ((CHANNEL, wanted), (NEURON, extra[NEURON]), (DIVERSE, extra[DIVERSE])):
+    for kind, chosen in kinds.items():
         for name, picked in chosen.items():
             own = own_settings[name] if kind == CHANNEL else settings.for_diversity() if kind == DIVERSE else settings
             attempts = own.starts if kind == CHANNEL else 1
             groups.setdefault((canvas_size(whole[name], own), own), []).extend(
                 (name, kind, int(unit), attempt) for attempt in range(attempts) for unit in picked)
     channels = network.image_shape[-1]
-    chunks = []  # (canvas, settings, items): large canvases and deep models take fewer slots per optimisation
+    chunks = []  # large canvases and deep models take fewer slots per optimisation
     for (size, own), items in groups.items():
         per_unit = _slots_of(items[0])  # chunk_size counts units: a diverse group is one (a chunk is one trace)
         step = max(per_unit, min(own.chunk_size * per_unit,
                                  batch_rows((*size, channels), network.activation_values(size))))
         chunks += [(size, own, chunk) for chunk in _chunks(items, step)]
+    return chunks
+
+
+def _render(network: Network, chunks: list[Chunk], paths: dict[str, LayerPath], logits: Probe | None, seed: int,
+            layer_count: int) -> dict[tuple[str, str], list[tuple[RenderResult, np.ndarray]]]:
+    """Each optimisation run; (layer path, kind) -> its results in item order, each with the objective minus
+    penalties of every slot (what `_best_starts` compares)."""
     rendered: dict[tuple[str, str], list[tuple[RenderResult, np.ndarray]]] = {}
     slots_in_all = sum(_slots_of(item) for _, _, chunk in chunks for item in chunk)
     steps = " or ".join(sorted({str(own.steps) for _, own, _ in chunks}, key=int, reverse=True))
     progress.log(f"    feature visualization: {slots_in_all:,} images of "
-                 f"{len(wanted)} layers and classes in {len(chunks)} optimisation(s) of {steps} steps")
+                 f"{layer_count} layers and classes in {len(chunks)} optimisation(s) of {steps} steps")
     with progress.bar(len(chunks), "feature visualization", unit="chunk") as bar:
         for size, own, chunk in chunks:
             runs = [(key, list(run)) for key, run in groupby(chunk, key=lambda item: (item[0], item[1]))]
@@ -161,17 +189,7 @@ def visualize_model(model: keras.Model | Network, units: Mapping[str, np.ndarray
             for (key, _), a, b in zip(runs, offsets[:-1], offsets[1:]):
                 rendered.setdefault(key, []).append((RenderResult(result.images[a:b], result.values[a:b]), totals[a:b]))
             bar.update()
-    results = {name: _proof(network, whole[name], name, wanted[name],
-                            _best_starts(rendered[(name, CHANNEL)], len(wanted[name]))) for name in wanted}
-    for name in layers - set(wanted):
-        results[name] = FilterImages(np.zeros(0, int), np.zeros((0, 1, 1, channels)), np.zeros(0))
-    for name, picked in extra[NEURON].items():
-        images, values = _joined(rendered[(name, NEURON)])
-        results[name].neuron = UnitViews(picked, images, values)
-    for name, picked in extra[DIVERSE].items():
-        images, _ = _joined(rendered[(name, DIVERSE)])
-        results[name].diversity = _diverse_views(whole[name], name, picked, images)
-    return results
+    return rendered
 
 
 def _best_starts(results: list[tuple[RenderResult, np.ndarray]], count: int) -> RenderResult:
