@@ -65,9 +65,12 @@ def unit_resemblance(neuron_image: np.ndarray, neuron_field: ReceptiveField, x: 
     Returns:
         The two cosines.
     """
-    crop = neuron_field.crop(neuron_image[None].astype(np.float32), map_centre(neuron_field), fill=np.nan)[0]
-    means = [_mean(data_field.crop(x.astype(np.float32, copy=False), positions[: len(ids)], fill=np.nan, ids=ids))
-             for ids in (top_ids, random_ids)]
+    # Whole-field crops: the neuron image's canvas may be smaller than the test images (a model that takes any
+    # size is optimised at FeatVisSettings.max_size), and a deep layer's field larger than both.
+    crop = neuron_field.crop(neuron_image[None].astype(np.float32), map_centre(neuron_field), fill=np.nan,
+                             capped=False)[0]
+    means = [_mean(data_field.crop(x.astype(np.float32, copy=False), positions[: len(ids)], fill=np.nan, ids=ids,
+                                   capped=False)) for ids in (top_ids, random_ids)]
     return Resemblance(centred_cosine(crop, means[0]), centred_cosine(crop, means[1]))
 
 

@@ -220,3 +220,21 @@ def test_filters_left_out_by_the_picture_budget_keep_their_tile_and_page_without
     assert [view["kind"] for view in left_out.context["views"]] == ["channel"]
     render_page(ctx.out_dir, {"model": {"name": "tiny"}}, section, left_out)
     assert "left out by the budget" in (ctx.out_dir / left_out.path).read_text()
+
+
+def test_resemblance_lines_up_a_smaller_canvas_with_the_test_images_when_the_field_overhangs_both():
+    """A model that takes any size is optimised at FeatVisSettings.max_size (48 px) while its test images are
+    64 px; a deep layer's 80-px field is larger than both. The crops are compared in the field's coordinates."""
+    from reportgen.model import ReceptiveField
+    from reportgen.resemblance import unit_resemblance
+
+    rng = np.random.default_rng(0)
+    x = rng.random((12, 64, 64, 1)).astype(np.float32)
+    on_canvas = ReceptiveField(jump=(8, 8), start=(-40, -40), size=(80, 80), input_size=(48, 48), output_size=(6, 6))
+    on_data = ReceptiveField(jump=(8, 8), start=(-40, -40), size=(80, 80), input_size=(64, 64), output_size=(8, 8))
+    # The canvas's central unit (3, 3) sees field pixel i at canvas row -16 + i; the data unit (5, 5) sees it at
+    # row i. A neuron image holding test image 0 shifted by 16 px matches that image's crop wherever both exist.
+    neuron = x[0, 16:, 16:]
+    found = unit_resemblance(neuron, on_canvas, x, on_data, np.array([0]), np.array([[5, 5]]), np.array([1]))
+    assert found.top is not None and found.random is not None
+    assert found.top == pytest.approx(1.0) and abs(found.random) < 0.2

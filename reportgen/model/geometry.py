@@ -81,12 +81,14 @@ class ReceptiveField:
         return self.masks(np.array([[y, x]]))[0]
 
     def crop(self, images: np.ndarray, positions: np.ndarray, fill: float = 0.5,
-             ids: np.ndarray | None = None) -> np.ndarray:
+             ids: np.ndarray | None = None, capped: bool = True) -> np.ndarray:
         """Crops around (N, 2) unit positions, (N, *crop_size, C), from images[ids[i]] (images[i] without
         `ids`); the part outside the image is `fill`. Only the crops are gathered, never a padded copy of the
         images. A field larger than the image is cropped to the whole image on that axis: EfficientNetB0's last
-        conv layer sees 851 px of a 64 px input, and crops of that size were mostly fill (1.8 GB for 72)."""
-        rows, cols = self._spans(positions, capped=True)
+        conv layer sees 851 px of a 64 px input, and crops of that size were mostly fill (1.8 GB for 72).
+        With `capped` False every crop is the whole field, (N, *size, C): crops of images of different sizes
+        then line up pixel for pixel in the field's own coordinates."""
+        rows, cols = self._spans(positions, capped=capped)
         ids = np.arange(len(rows)) if ids is None else np.asarray(ids)
         h, w = images.shape[1:3]
         out = images[ids[:, None, None], rows.clip(0, h - 1)[:, :, None], cols.clip(0, w - 1)[:, None, :]]
