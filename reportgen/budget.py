@@ -31,9 +31,9 @@ class Budget:
     choose: Choice = "activation"  # "activation": the most active on the test set; "even": evenly spaced indices
     # What the shown units' extra pictures (a neuron image and a diverse group each, see `pictured`) may compute:
     # images at full steps x the activation values the model computes per image. The MNIST-family models (about
-    # 40,000 values per image) fit whole, cats-vs-dogs (1.7 million) gets 152 of its 352 filters, a ResNet50 at
-    # 64 px (3 million) 5 in each of 16 layers.
-    picture_work: int = 1 << 29
+    # 40,000 values per image) fit whole, cats-vs-dogs (1.7 million) gets 128 of its 352 filters, a ResNet50 at
+    # 64 px (3 million) 4 in each of 16 layers.
+    picture_work: int = 1 << 28
 
 
 @dataclass
@@ -72,8 +72,8 @@ def pictured(plan: Plan, values_per_image: int, images_per_unit: float) -> dict[
     each: all of them when they fit `plan.budget.picture_work`, else as many as fit (at least one per layer),
     shared evenly among the layers and spread evenly over each layer's units.
 
-    A neuron image and four diverse images at a quarter length cost twice a unit's own image; on a
-    ResNet50 the filters' own images were already 80% of a default build's time.
+    A neuron image and four diverse images, each a quarter as long, cost 1.25 times a unit's own image; on
+    a ResNet50 the filters' own images were already 80% of a default build's time.
     """
     fits = int(plan.budget.picture_work // max(1.0, images_per_unit * values_per_image))
     if fits >= sum(map(len, plan.units.values())):

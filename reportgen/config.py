@@ -98,7 +98,7 @@ BUILD_KEYS = {"out": str, "cache_dir": str, "seed": int}
 # The FeatVisSettings a config may set, with their types (checked here, before TensorFlow is imported).
 FEATURE_VIS_KEYS = {"steps": int, "warmup_steps": int, "settle_steps": int, "param": str, "learning_rate": float,
                     "leak": float, "zoom": float, "degrees": float, "scales": list, "total_variation": float,
-                    "l2": float, "blur": float, "chunk_size": int, "diversity": float, "diversity_steps": int}
+                    "l2": float, "blur": float, "chunk_size": int, "diversity": float, "picture_steps": int}
 # Class images (`feature_vis.classes`) take the same keys and these (FeatVisSettings.for_classes).
 CLASS_FEATURE_VIS_KEYS = {**FEATURE_VIS_KEYS, "objective": str, "starts": int}
 CLASS_OBJECTIVES = ("logit", "margin")

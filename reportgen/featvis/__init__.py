@@ -144,23 +144,21 @@ def _optimisations(network: Network, kinds: dict[str, dict[str, np.ndarray]], wh
                    settings: FeatVisSettings, own_settings: dict[str, FeatVisSettings]) -> list[Chunk]:
     """Every slot to render, grouped into optimisations. An item is what must share one: one unit's slot for
     one of its random starts, or a diverse group's slots (the unit's random starts 1 to DIVERSITY_IMAGES).
-    Items of one canvas size and settings share optimisations, cut to `chunk_size` units and to the memory
-    `batch_rows` allows; diverse groups run their own, shorter ones (settings.diversity_steps), the classes
-    their own settings."""
+    Items of one canvas size and settings share optimisations of at most `chunk_size` items (each chunk is
+    traced once) and the slots memory allows (`batch_rows`). Neuron images and diverse groups run their own,
+    shorter ones (settings.picture_steps); the classes take their own settings."""
     groups: dict[tuple[tuple[int, int], FeatVisSettings], list[Item]] = {}
     for kind, chosen in kinds.items():
         for name, picked in chosen.items():
-            own = own_settings[name] if kind == CHANNEL else settings.for_diversity() if kind == DIVERSE else settings
+            own = own_settings[name] if kind == CHANNEL else settings.for_pictures()
             attempts = own.starts if kind == CHANNEL else 1
             groups.setdefault((canvas_size(whole[name], own), own), []).extend(
                 (name, kind, int(unit), attempt) for attempt in range(attempts) for unit in picked)
     channels = network.image_shape[-1]
     chunks = []  # large canvases and deep models take fewer slots per optimisation
     for (size, own), items in groups.items():
-        per_unit = _slots_of(items[0])  # chunk_size counts units: a diverse group is one (a chunk is one trace)
-        step = max(per_unit, min(own.chunk_size * per_unit,
-                                 batch_rows((*size, channels), network.activation_values(size))))
-        chunks += [(size, own, chunk) for chunk in _chunks(items, step)]
+        slots = max(DIVERSITY_IMAGES, batch_rows((*size, channels), network.activation_values(size)))
+        chunks += [(size, own, chunk) for chunk in _chunks(items, own.chunk_size, slots)]
     return chunks
 
 
@@ -201,12 +199,13 @@ def _best_starts(results: list[tuple[RenderResult, np.ndarray]], count: int) -> 
     return RenderResult(images[pick], values[pick])
 
 
-def _chunks(items: list[Item], slots: int) -> list[list[Item]]:
-    """Items in order, cut into chunks of at most `slots` slots without splitting a diverse group."""
+def _chunks(items: list[Item], count: int, slots: int) -> list[list[Item]]:
+    """Items in order, cut into chunks of at most `count` items and `slots` slots (a diverse group takes
+    DIVERSITY_IMAGES), never splitting a group."""
     chunks: list[list[Item]] = [[]]
     used = 0
     for item in items:
-        if used + _slots_of(item) > slots:
+        if len(chunks[-1]) == count or used + _slots_of(item) > slots:
             chunks.append([])
             used = 0
         chunks[-1].append(item)

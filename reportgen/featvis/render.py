@@ -70,7 +70,7 @@ class FeatVisSettings:
     # similarity is 0.55 to 1.0 (several look alike), at 3 0.35 to 0.53, at 10 0.29 to 0.35 with half of
     # the images below a quarter of the single image's activation (blobs).
     diversity: float = 3.0
-    diversity_steps: int | None = None  # steps of the diverse groups' optimisations; None: a quarter of `steps`
+    picture_steps: int | None = None  # steps of the neuron images and diverse groups; None: a quarter of `steps`
     regularizers: tuple[Regularizer, ...] = field(default=(), compare=False)  # extra plug-ins
 
     @classmethod
@@ -87,12 +87,14 @@ class FeatVisSettings:
         """A fast variant for smoke runs: a quarter of the steps."""
         return dataclasses.replace(self, steps=max(16, self.steps // 4), warmup_steps=min(8, self.warmup_steps))
 
-    def for_diversity(self) -> FeatVisSettings:
-        """The settings of the diverse groups' optimisations: they run `diversity_steps`. The groups need to
-        differ, not to reach the last bit of activation, which the unit's own image does. On mnist-3conv's
-        136 groups, 64 steps took 14.1 s, 32 steps 7.4 s (fixed costs 2.9 s); the groups' median Gram
-        similarity went from 0.43 to 0.49, their mean activation from 0.65 to 0.61 of the filter's own image."""
-        steps = self.diversity_steps or max(1, self.steps // 4)
+    def for_pictures(self) -> FeatVisSettings:
+        """The settings of the neuron images' and diverse groups' optimisations: `picture_steps`. They need
+        to show a pattern and to differ, not to reach the last bit of activation, which the filter's own image
+        does. On mnist-3conv's 136 diverse groups, 64 steps took 14.1 s, 32 steps 7.4 s (fixed costs 2.9 s):
+        their median Gram similarity went from 0.43 to 0.49, their mean activation from 0.65 to 0.61 of the
+        filter's own image. Neuron images at 32 steps instead of 128 resemble their top crops as often
+        (mnist-3conv 98.5% of live filters instead of 99.3%, mnist-oip 97.6% instead of 97.1%)."""
+        steps = self.picture_steps or max(1, self.steps // 4)
         return dataclasses.replace(self, steps=steps, warmup_steps=min(self.warmup_steps, steps),
                                    settle_steps=min(self.settle_steps, steps))
 

@@ -86,7 +86,7 @@ def _pictured(ctx: ModelContext, settings: FeatVisSettings) -> dict[str, np.ndar
 
 def _extra_images_per_unit(settings: FeatVisSettings) -> float:
     """A neuron image and a diverse group, in full-length images."""
-    return 1 + DIVERSITY_IMAGES * settings.for_diversity().steps / settings.steps
+    return (1 + DIVERSITY_IMAGES) * settings.for_pictures().steps / settings.steps
 
 
 def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
