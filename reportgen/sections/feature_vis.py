@@ -49,17 +49,20 @@ def build(ctx: ModelContext) -> Section | None:
     units = ctx.plan.units
     section.notes.extend(budget_notes(ctx))
     class_settings = _class_settings(ctx, settings)
-    # The pictured filters also get their central neuron's image (in the filters' optimisations), and those with a
-    # page a diverse group (in shorter ones of their own).
+    # The pictured filters also get their central neuron's image and, those with a page, a diverse group, in
+    # shorter optimisations of their own (settings.picture_steps).
     neurons = _pictured(ctx, settings)
     paged = paged_units(ctx)
     diverse = {name: np.intersect1d(chosen, paged.get(name, ())) for name, chosen in neurons.items()}
-    pictured_count = sum(map(len, neurons.values()))
-    if pictured_count < sum(map(len, units.values())):
+    pictured_count, shown_count = sum(map(len, neurons.values())), sum(map(len, units.values()))
+    if pictured_count < shown_count:
         section.notes.append(
-            f"Neuron and diverse images for {pictured_count:,} of the {sum(map(len, units.values())):,} filters "
-            f"shown: the budget's picture_work ({ctx.plan.budget.picture_work:,} activation values) left out the "
-            f"others, whose extra images cost {_extra_images_per_unit(settings):g} times their own.")
+            f"Neuron and diverse images for {pictured_count:,} of the {shown_count:,} filters shown: the budget's "
+            f"picture_work ({ctx.plan.budget.picture_work:,} activation values) left out the others, whose extra "
+            f"images would cost {_extra_images_per_unit(settings):g} times their own.")
+    section.data["pictures"] = {"pictured_filters": pictured_count, "shown_filters": shown_count,
+                                "steps": settings.for_pictures().steps, "diversity_weight": settings.diversity,
+                                "diverse_images": DIVERSITY_IMAGES, "picture_work": ctx.plan.budget.picture_work}
     results = visualize_model(ctx.network, {**units, LOGITS: None}, settings, ctx.seed, class_settings,
                               neurons=neurons, diverse=diverse)
     if convs:
