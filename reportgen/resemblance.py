@@ -9,7 +9,7 @@ pixels, over the pixels inside the image in both pictures (a receptive field may
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -65,13 +65,26 @@ def unit_resemblance(neuron_image: np.ndarray, neuron_field: ReceptiveField, x: 
     Returns:
         The two cosines.
     """
-    # Whole-field crops: the neuron image's canvas may be smaller than the test images (a model that takes any
-    # size is optimised at FeatVisSettings.max_size), and a deep layer's field larger than both.
-    crop = neuron_field.crop(neuron_image[None].astype(np.float32), map_centre(neuron_field), fill=np.nan,
-                             capped=False)[0]
-    means = [_mean(data_field.crop(x.astype(np.float32, copy=False), positions[: len(ids)], fill=np.nan, ids=ids,
-                                   capped=False)) for ids in (top_ids, random_ids)]
+    # Crops in the field's own coordinates: the neuron image's canvas may be smaller than the test images (a model
+    # that takes any size is optimised at FeatVisSettings.max_size), and a deep layer's field larger than both.
+    # Only the part of the field on the neuron image's canvas is compared: elsewhere its crop has no pixels.
+    neuron_window, data_window = (_on_canvas(field, neuron_field) for field in (neuron_field, data_field))
+    crop = neuron_window.crop(neuron_image[None].astype(np.float32), map_centre(neuron_field), fill=np.nan,
+                              capped=False)[0]
+    means = [_mean(data_window.crop(x.astype(np.float32, copy=False), positions[: len(ids)], fill=np.nan, ids=ids,
+                                    capped=False)) for ids in (top_ids, random_ids)]
     return Resemblance(centred_cosine(crop, means[0]), centred_cosine(crop, means[1]))
+
+
+def _on_canvas(field: ReceptiveField, neuron_field: ReceptiveField) -> ReceptiveField:
+    """`field` narrowed to the rows and columns of the field that the neuron image's central unit sees on its
+    canvas (at most the canvas, where the whole field of a deep layer can be over 800 px)."""
+    first = [start + centre * jump for start, centre, jump in
+             zip(neuron_field.start, map_centre(neuron_field)[0], neuron_field.jump)]
+    low = [max(0, -f) for f in first]
+    high = [min(size, canvas - f) for size, canvas, f in zip(neuron_field.size, neuron_field.input_size, first)]
+    return replace(field, start=tuple(s + lo for s, lo in zip(field.start, low)),
+                               size=tuple(max(1, hi - lo) for lo, hi in zip(low, high)))
 
 
 def _mean(crops: np.ndarray) -> np.ndarray:

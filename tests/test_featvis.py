@@ -262,3 +262,16 @@ def test_section_counts_filters_whose_best_input_is_uniform(tiny_context):
     assert "respond most to a uniform image" in figure.caption
     images = ctx.extra["feature_vis"]["conv_a"]["images"]
     assert images[1].min() > 0.95  # filter 1's image is white
+
+
+def test_diverse_groups_size_their_optimisations_by_the_layers_gram_matrices_too(monkeypatch):
+    from reportgen.model import Network
+
+    model = tiny_cnn()
+    values = Network(model).activation_values((12, 12))
+    asked = []
+    monkeypatch.setattr(featvis, "batch_rows", lambda shape, per_image=None: asked.append(per_image) or 64)
+    featvis.visualize_model(model, {"conv_a": np.array([0])}, FeatVisSettings(steps=4), 0,
+                            neurons={"conv_b": np.array([1])}, diverse={"conv_b": np.array([1, 2])})
+    # the filters' and the pictures' optimisations: a conv_b group also holds its 6 x 6 Gram and gradient
+    assert sorted(asked) == [values, values + 2 * 6 * 6]
