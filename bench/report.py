@@ -4,8 +4,8 @@
     python bench/report.py --model-file my.keras --dataset mnist [--quick]
 
 Trains (or loads from the cache) the model, or reads the model file, first,
-then times the test-set prediction and every section builder on it, and
-prints a table and the total.
+then times the pass over the test set (predictions and every conv channel's
+statistics) and every section builder on it, and prints a table and the total.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from reportgen.config import BuildOptions, ModelSpec, load_config
 from reportgen.context import ModelContext
-from reportgen.pipeline import load_model_and_data, predict_probabilities
+from reportgen.pipeline import load_model_and_data
 from reportgen.sections import SECTION_BUILDERS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,11 +42,11 @@ def main() -> None:
 
     timings: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory() as out:
+        ctx = ModelContext(spec=spec, network=network, data=data, out_dir=Path(out), history=trained.history,
+                           seed=config.seed, quick=args.quick, cache_dir=options.cache_dir)
         start = time.perf_counter()
-        probabilities = predict_probabilities(network, data)
-        timings.append((f"predict {len(data.x_test):,} test images", time.perf_counter() - start))
-        ctx = ModelContext(spec=spec, network=network, data=data, out_dir=Path(out), probabilities=probabilities,
-                           history=trained.history, seed=config.seed, quick=args.quick)
+        _ = ctx.test_pass
+        timings.append((f"pass over {len(data.x_test):,} test images", time.perf_counter() - start))
         for name, builder in SECTION_BUILDERS:
             start = time.perf_counter()
             builder(ctx)

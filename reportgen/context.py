@@ -1,5 +1,5 @@
-"""What every section builder gets: the trained model, its data, the test-set
-predictions (computed once) and a place to write pictures."""
+"""What every section builder gets: the trained model, its data, the test set's
+predictions and channel statistics (one pass, shared) and a place to write pictures."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .budget import Budget, Plan, plan
 from .config import ModelSpec
 from .data import Dataset
 from .imaging import save_png
-from .model import ChannelStats, Network
+from .model import ChannelStats, Network, TestPass
 from .slugs import slugify
 
 matplotlib.use("Agg")
@@ -31,10 +31,10 @@ class ModelContext:
     network: Network
     data: Dataset  # x_test / x_train in [0, 1], already fitted to the model's input shape
     out_dir: Path  # the model's site folder being built (a temporary folder)
-    probabilities: np.ndarray  # (N_test, num_classes), the whole test set in one predict
     history: dict[str, list[float]] = field(default_factory=dict)
     seed: int = 0
     quick: bool = False
+    cache_dir: Path | None = None  # where what depends only on the data (the class images' judge) is kept; None: not
     extra: dict[str, Any] = field(default_factory=dict)  # results one section shares with a later one
 
     @property
@@ -42,16 +42,26 @@ class ModelContext:
         return self.network.model
 
     @cached_property
+    def test_pass(self) -> TestPass:
+        """The test set through the model once: its probabilities, and every conv layer's channel statistics
+        read at its units' point (keyed by that point's path)."""
+        paths = [unit.point.path for unit in self.network.units]
+        return self.network.test_pass(self.data.x_test, paths, progress_label="test-set predictions")
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """(N_test, num_classes) the model's probabilities for the test set."""
+        return self.test_pass.probabilities
+
+    @cached_property
     def predictions(self) -> np.ndarray:
         return self.probabilities.argmax(axis=1)
 
     @cached_property
     def conv_stats(self) -> dict[str, ChannelStats]:
-        """Every conv layer's per-image channel means and maxima over the test set (read at its units'
-        point), keyed by the conv's path, in one pass that the sections share."""
-        units = self.network.units
-        stats = self.network.channel_stats([unit.point.path for unit in units], self.data.x_test)
-        return {unit.path: stats[unit.point.path] for unit in units}
+        """Every conv layer's per-image channel statistics over the test set (ChannelStats), keyed by the
+        conv's path."""
+        return {unit.path: self.test_pass.stats[unit.point.path] for unit in self.network.units}
 
     @cached_property
     def plan(self) -> Plan:

@@ -1,4 +1,4 @@
-"""Progress bars for Keras' own loops (`fit`, `predict`), as callbacks: count, rate and ETA of the
+"""Progress bars for Keras' own training loop (`fit`), as callbacks: count, rate and ETA of the
 epochs and batches, from `progress.Bar`."""
 
 from __future__ import annotations
@@ -40,29 +40,6 @@ class FitProgress(keras.callbacks.Callback):
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._epochs.close()
-
-
-class PredictProgress(keras.callbacks.Callback):
-    """A bar over the batches of one `model.predict` pass.
-
-    Args:
-        label: What the pass computes, at the start of its line.
-    """
-
-    async_safe = True
-
-    def __init__(self, label: str) -> None:
-        super().__init__()
-        self.label = label
-
-    def on_predict_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._batches = progress.bar(self.params.get("steps"), self.label, unit="batch")
-
-    def on_predict_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        self._batches.update()
-
-    def on_predict_end(self, logs: dict[str, Any] | None = None) -> None:
-        self._batches.close()
 
 
 def metrics_text(logs: dict[str, Any] | None) -> str:

@@ -1,4 +1,4 @@
-"""One model's report, top-down: data, model, predictions, every section, files."""
+"""One model's report, top-down: data, model, the test-set pass, every section, files."""
 
 from __future__ import annotations
 
@@ -37,11 +37,10 @@ def build_model_report(spec: ModelSpec, options: BuildOptions, folder: Path,
     start = time.perf_counter()
     with progress.step("loading data and model"):
         trained, network, data = load_model_and_data(spec, options)
-    with progress.step(f"predicting {len(data.x_test):,} test images"):
-        probabilities = predict_probabilities(network, data)
-    ctx = ModelContext(spec=spec, network=network, data=data, out_dir=folder, probabilities=probabilities,
-                       history=trained.history, seed=options.seed, quick=options.quick)
-    warnings = [warning for warning in [chance_warning(ctx)] if warning]
+    ctx = ModelContext(spec=spec, network=network, data=data, out_dir=folder, history=trained.history,
+                       seed=options.seed, quick=options.quick, cache_dir=options.cache_dir)
+    with progress.step(f"predicting {len(data.x_test):,} test images, with every conv channel's statistics"):
+        warnings = [warning for warning in [chance_warning(ctx)] if warning]  # the pass every section reads
     for warning in warnings:
         progress.log(f"  warning: {warning}")
     sections = run_sections(ctx)
@@ -90,11 +89,6 @@ def check_classes(network: Network, data: Dataset) -> None:
             f"{network.num_classes} classes"
         raise ReportgenError(f"the model outputs {outputs} but dataset {data.name!r} has {data.num_classes} classes "
                              f"({', '.join(data.class_names[:12])}{', ...' if data.num_classes > 12 else ''})")
-
-
-def predict_probabilities(network: Network, data: Dataset) -> np.ndarray:
-    """(N_test, classes) probabilities, the images fed in the model's input range."""
-    return network.probabilities(data.x_test, progress_label="test-set predictions")
 
 
 def chance_warning(ctx: ModelContext) -> str | None:

@@ -71,16 +71,19 @@ class Bar:
         unit: The name of one unit of work ("epoch", "batch", "page", "step", ...).
         leave: Keep the finished bar on a terminal and print the final plain line elsewhere;
             False for inner loops whose outer bar says enough.
+        quiet: Show nothing (a short pass that is part of a larger step), as `set_quiet` does for all bars.
     """
 
-    def __init__(self, total: int | None, label: str, unit: str = "step", leave: bool = True) -> None:
+    def __init__(self, total: int | None, label: str, unit: str = "step", leave: bool = True,
+                 quiet: bool = False) -> None:
         stream = sys.stderr
-        self._live = not _quiet and stream.isatty()
-        self._plain = not _quiet and not self._live
+        quiet = quiet or _quiet
+        self._live = not quiet and stream.isatty()
+        self._plain = not quiet and not self._live
         self._leave = leave
         self._lock = threading.Lock()
         self._tqdm = tqdm(
-            total=total, desc=f"    {label}", unit=unit, leave=leave, disable=_quiet,
+            total=total, desc=f"    {label}", unit=unit, leave=leave, disable=quiet,
             file=stream if self._live else io.StringIO(),  # plain lines are printed here, not by tqdm
             delay=0 if self._live else math.inf,  # a plain bar never draws itself
             dynamic_ncols=self._live, smoothing=0.3 if self._live else 0,  # plain: the ETA uses the average rate
@@ -119,6 +122,6 @@ class Bar:
         self.close()
 
 
-def bar(total: int | None, label: str, unit: str = "step", leave: bool = True) -> Bar:
+def bar(total: int | None, label: str, unit: str = "step", leave: bool = True, quiet: bool = False) -> Bar:
     """A progress bar for one long loop (see `Bar`): `with progress.bar(n, "rendering") as pages: ...`."""
-    return Bar(total, label, unit, leave)
+    return Bar(total, label, unit, leave, quiet)

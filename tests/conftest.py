@@ -56,8 +56,7 @@ def tiny_context(tmp_path) -> ModelContext:
     data = tiny_dataset()
     spec = ModelSpec(name="tiny", dataset="mnist", architecture="mnist_3conv", compare_classes=[0, 1])
     network = Network(model)
-    return ModelContext(spec=spec, network=network, data=data, out_dir=tmp_path,
-                        probabilities=network.probabilities(data.x_test))
+    return ModelContext(spec=spec, network=network, data=data, out_dir=tmp_path)
 
 
 def generate(work: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -298,8 +298,7 @@ def test_section_on_a_sigmoid_model_and_a_model_without_conv_layers(tmp_path, ma
     model, data = make_model(), tiny_dataset(num_classes=2, n=20)
     spec = ModelSpec(name="edge", dataset="mnist", architecture="mnist_3conv")
     network = Network(model)
-    ctx = ModelContext(spec=spec, network=network, data=data, out_dir=tmp_path,
-                       probabilities=network.probabilities(data.x_test))
+    ctx = ModelContext(spec=spec, network=network, data=data, out_dir=tmp_path)
     section = attribution.build(ctx)
     has_conv = make_model is sigmoid_cnn
     expected = [*METHODS, CONTROL] if has_conv else ["saliency", "smoothgrad", "integrated_gradients", CONTROL]

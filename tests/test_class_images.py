@@ -72,6 +72,25 @@ def test_a_dataset_without_training_images_trains_the_judge_on_half_the_test_set
     assert judge.trained_on == "half of the test set" and judge.test_accuracy > 0.9
 
 
+def test_the_judge_is_kept_in_the_cache_and_retrained_when_its_training_images_change(tmp_path, monkeypatch):
+    x_train, y_train = bars(600, 0)
+    x_test, y_test = bars(300, 1)
+    data = Dataset("bars", x_train, y_train, x_test, y_test, ["top", "middle", "bottom"])
+    first = recognition.train_judge(data, (8, 8, 1), seed=0, cache_dir=tmp_path)
+    fits = []
+    fit = recognition._fit
+    monkeypatch.setattr(recognition, "_fit", lambda *args: fits.append(1) or fit(*args))
+    again = recognition.train_judge(data, (8, 8, 1), seed=0, cache_dir=tmp_path)
+    assert not fits and len(list((tmp_path / "judges").glob("*.npz"))) == 1
+    for a, b in zip(first.weights, again.weights):
+        np.testing.assert_array_equal(a, b)
+    assert again.test_accuracy == first.test_accuracy
+    data.x_train = data.x_train.copy()
+    data.x_train[0, 0, 0, 0] += 0.5  # one pixel of the training split
+    recognition.train_judge(data, (8, 8, 1), seed=0, cache_dir=tmp_path)
+    assert len(fits) == 1 and len(list((tmp_path / "judges").glob("*.npz"))) == 2
+
+
 def test_class_settings_are_the_preset_over_the_filters_and_the_config(tmp_path):
     classes = FeatVisSettings(steps=40, total_variation=0.1).for_classes()
     assert (classes.steps, classes.total_variation) == (40, 0.1)  # inherited from the filters' settings
@@ -153,8 +172,7 @@ def test_many_classes_get_fewer_starts_unless_the_config_sets_them(tmp_path):
     def settings(classes: int, config: dict) -> FeatVisSettings:
         network, data = Network(tiny_cnn(num_classes=classes)), tiny_dataset(num_classes=classes)
         spec = ModelSpec(name="t", dataset="mnist", architecture="mnist_3conv", feature_vis=config)
-        ctx = ModelContext(spec=spec, network=network, data=data, out_dir=tmp_path,
-                           probabilities=network.probabilities(data.x_test))
+        ctx = ModelContext(spec=spec, network=network, data=data, out_dir=tmp_path)
         return feature_vis._class_settings(ctx, FeatVisSettings())
 
     assert settings(10, {}).starts == 4

@@ -1,5 +1,5 @@
-"""Receptive fields against a direct gradient check, the running top-k against a
-brute-force one, and the units section's files, proof numbers and pages."""
+"""Receptive fields against a direct gradient check, the top-k test images against a
+direct pass, and the units section's files, proof numbers and pages."""
 
 import json
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from reportgen.dataset_examples import RunningTopK, dataset_top_k
+from reportgen.dataset_examples import dataset_top_k
 from reportgen.model import Network
 from reportgen.render import render_page
 from reportgen.sections import units
@@ -83,20 +83,6 @@ def test_a_field_larger_than_the_image_is_cropped_to_the_whole_image():
     np.testing.assert_array_equal(crops[1, :, :, 0], image[0, :, 5:16, 0])  # whole height, the field's width
     np.testing.assert_array_equal(crops[0, :, 5:, 0], image[0, :, :6, 0])
     assert (crops[0, :, :5] == -1).all()
-
-
-def test_running_top_k_equals_brute_force():
-    rng = np.random.default_rng(0)
-    values = rng.normal(size=(1000, 7)).astype(np.float32)
-    positions = rng.integers(0, 30, size=(1000, 7, 2))
-    top = RunningTopK(9, 7)
-    for start, stop in [(0, 3), (3, 250), (250, 251), (251, 700), (700, 1000)]:
-        top.update(values[start:stop], np.arange(start, stop), positions[start:stop])
-    got_values, got_ids, got_positions = top.result()
-    expected_ids = np.argsort(-values, axis=0)[:9].T
-    np.testing.assert_array_equal(got_ids, expected_ids)
-    np.testing.assert_array_equal(got_values, np.take_along_axis(values.T, expected_ids, axis=1))
-    np.testing.assert_array_equal(got_positions, positions[expected_ids, np.arange(7)[:, None]])
 
 
 def test_dataset_top_k_equals_a_full_pass(tiny_context):

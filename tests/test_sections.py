@@ -76,12 +76,15 @@ def test_compare_classes_picks_the_filter_that_differs_most(tiny_context):
     assert len(section.data["mean_activation"]) == 3  # conv_a, pool_a, conv_b
 
 
-def test_channel_stats_are_each_images_spatial_mean_and_max_in_one_pass(tiny_context):
+def test_the_test_pass_gives_probabilities_and_each_images_spatial_mean_max_and_its_position(tiny_context):
     ctx = tiny_context
     maps = ctx.network.outputs(["conv_a", "conv_b"], ctx.data.x_test)
+    np.testing.assert_allclose(ctx.probabilities, ctx.model(ctx.data.x_test).numpy(), rtol=1e-5, atol=1e-6)
     for name, stats in ctx.conv_stats.items():
         np.testing.assert_allclose(stats.mean, maps[name].mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(stats.max, maps[name].max(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+        flat = maps[name].reshape(len(maps[name]), -1, maps[name].shape[-1]).argmax(axis=1)  # first max, row-major
+        np.testing.assert_array_equal(stats.peak_at, np.stack(np.divmod(flat, maps[name].shape[2]), axis=-1))
     assert set(ctx.conv_stats) == {"conv_a", "conv_b"}
 
 

@@ -235,7 +235,7 @@ def typical_margin(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 def _classes(ctx: ModelContext, section: Section, result: FilterImages, settings: FeatVisSettings) -> None:
     names = [ctx.class_name(c) for c in result.units]
-    judge = recognition.train_judge(ctx.data, ctx.network.image_shape, ctx.seed)
+    judge = recognition.train_judge(ctx.data, ctx.network.image_shape, ctx.seed, ctx.cache_dir)
     verdict = recognition.recognise(judge, result.images, result.units)
     count, total = verdict.count, len(names)
     tiles = resize_nearest(as_rgb(result.images), *tile_size(*result.images.shape[1:3], target=56, largest=112))

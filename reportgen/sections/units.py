@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import progress
 from ..context import ModelContext
-from ..dataset_examples import LayerExamples, dataset_top_k
+from ..dataset_examples import LayerExamples, top_k
 from ..imaging import magnified, resize_nearest, tile_grid, tile_size
 from ..model import ConvUnit, ReceptiveField
 from ..model.surgery import RELU_RULES
@@ -21,7 +21,6 @@ from ..slugs import slugify
 
 TOP_K = 9
 QUICK_UNITS = 8  # per layer in a quick build
-QUICK_IMAGES = 2000  # test images scanned in a quick build
 OUTSIDE_FILL = 0.5  # grey where a receptive field hangs over the image border
 BLANK = 1.0  # the tile background
 PROOF_ROWS = 32  # per layer and rule: full-image projections checked against the receptive field
@@ -44,10 +43,9 @@ def build(ctx: ModelContext) -> Section | None:
     if not layers:
         section.notes.append("The model has no Conv2D layer, so there are no filters to show.")
         return section
-    x = ctx.data.x_test[:QUICK_IMAGES] if ctx.quick else ctx.data.x_test
+    x = ctx.data.x_test
     names = [layer.path for layer in layers]
-    with progress.step(f"top-{TOP_K} test images for {len(names)} conv layers"):
-        examples = dataset_top_k(ctx.network, names, x, k=TOP_K)
+    examples = {name: top_k(name, ctx.conv_stats[name], TOP_K) for name in names}
     ctx.extra["dataset_examples"] = examples
     projectors = {rule: Projector(ctx.network, names, rule) for rule in RELU_RULES}
     slugs = [slugify(name) for name in names]
