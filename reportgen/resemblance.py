@@ -44,6 +44,12 @@ def map_centre(field: ReceptiveField) -> np.ndarray:
     return np.array([[field.output_size[0] // 2, field.output_size[1] // 2]])
 
 
+def central_crops(field: ReceptiveField, images: np.ndarray, fill: float, capped: bool = True) -> np.ndarray:
+    """Images (N, H, W, C) cropped to the receptive field of their map's central unit (see `map_centre`), the
+    part outside an image `fill` (see ReceptiveField.crop for `capped`)."""
+    return field.crop(images, np.repeat(map_centre(field), len(images), axis=0), fill=fill, capped=capped)
+
+
 def random_test_ids(count: int, k: int, seed: int, layer: int, unit: int) -> np.ndarray:
     """`k` distinct test-image ids, from (seed, layer, unit) alone."""
     return np.random.default_rng([seed, layer, unit]).choice(count, size=min(k, count), replace=False)
@@ -69,8 +75,7 @@ def unit_resemblance(neuron_image: np.ndarray, neuron_field: ReceptiveField, x: 
     # that takes any size is optimised at FeatVisSettings.max_size), and a deep layer's field larger than both.
     # Only the part of the field on the neuron image's canvas is compared: elsewhere its crop has no pixels.
     neuron_window, data_window = (_on_canvas(field, neuron_field) for field in (neuron_field, data_field))
-    crop = neuron_window.crop(neuron_image[None].astype(np.float32), map_centre(neuron_field), fill=np.nan,
-                              capped=False)[0]
+    crop = central_crops(neuron_window, neuron_image[None].astype(np.float32), fill=np.nan, capped=False)[0]
     means = [_mean(data_window.crop(x.astype(np.float32, copy=False), positions[: len(ids)], fill=np.nan, ids=ids,
                                     capped=False)) for ids in (top_ids, random_ids)]
     return Resemblance(centred_cosine(crop, means[0]), centred_cosine(crop, means[1]))

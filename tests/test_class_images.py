@@ -173,7 +173,7 @@ def test_many_classes_get_fewer_starts_unless_the_config_sets_them(tmp_path):
         network, data = Network(tiny_cnn(num_classes=classes)), tiny_dataset(num_classes=classes)
         spec = ModelSpec(name="t", dataset="mnist", architecture="mnist_3conv", feature_vis=config)
         ctx = ModelContext(spec=spec, network=network, data=data, out_dir=tmp_path)
-        return feature_vis._class_settings(ctx, FeatVisSettings())
+        return feature_vis._class_settings(ctx, FeatVisSettings(), margin=16.0)
 
     assert settings(10, {}).starts == 4
     assert settings(20, {}).starts == 2 and settings(50, {}).starts == 1  # at most 40 slots

@@ -13,7 +13,7 @@ from ..context import ModelContext
 from ..featvis import DIVERSITY_IMAGES, LOGITS, FeatVisSettings, FilterImages, visualize_model
 from ..imaging import as_rgb, magnified, resize_nearest, tile_grid, tile_size
 from ..report import Figure, Section, Table
-from ..resemblance import map_centre
+from ..resemblance import central_crops
 from ..slugs import slugify
 from .units import gallery_tile, paged_units, save_unit_png
 
@@ -48,7 +48,8 @@ def build(ctx: ModelContext) -> Section | None:
     )
     units = ctx.plan.units
     section.notes.extend(budget_notes(ctx))
-    class_settings = _class_settings(ctx, settings)
+    margin = typical_margin(ctx.probabilities, ctx.data.y_test)
+    class_settings = _class_settings(ctx, settings, margin)
     # The pictured filters also get their central neuron's image and, those with a page, a diverse group, in
     # shorter optimisations of their own (settings.picture_steps).
     paged = paged_units(ctx)
@@ -69,13 +70,14 @@ def build(ctx: ModelContext) -> Section | None:
         section.data["layers"] = {}
         for name in convs:
             stats = ctx.conv_stats[name]
-            _layer(ctx, section, name, results[name], stats.mean.max(axis=0), stats.max.max(axis=0))
+            _layer(ctx, section, name, results[name], stats.mean.max(axis=0), stats.max.max(axis=0),
+                   paged.get(name, np.zeros(0, int)))
         live = [f for layer in section.data["layers"].values() for f in layer["filters"] if not f["dead"]]
         share = float(np.mean([f["reached"] for f in live])) if live else None
         section.data["live_filters_reaching_dataset_max"] = share
     else:
         section.notes.append("The model has no conv layer: only class images are shown.")
-    _classes(ctx, section, results[LOGITS], class_settings)
+    _classes(ctx, section, results[LOGITS], class_settings, margin)
     section.data["settings"] = {key: getattr(settings, key) for key in SETTINGS_SHOWN}
     return section
 
@@ -94,7 +96,7 @@ def _extra_images_per_unit(settings: FeatVisSettings) -> float:
 
 
 def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
-           dataset_mean: np.ndarray, dataset_peak: np.ndarray) -> None:
+           dataset_mean: np.ndarray, dataset_peak: np.ndarray, paged: np.ndarray) -> None:
     filters, units = len(dataset_mean), result.units
     dead = dataset_peak[units] <= 0
     reached = result.activation >= dataset_mean[units]
@@ -118,7 +120,7 @@ def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
                "median_activation_over_dataset_max": float(np.median(ratios)) if live.any() else None,
                "uniform_images": int(uniform.sum())}
     records, gallery = _unit_files(ctx, name, result, neurons, fields, dataset_mean, dataset_peak, reached, dead,
-                                   uniform)
+                                   uniform, paged)
     section.figures.append(Figure(
         ctx.save_png(f"featvis-{name}", tile_grid(tiles, background=GRID_BACKGROUND)),
         title=name,
@@ -168,17 +170,18 @@ def _neuron_fields(ctx: ModelContext, name: str, images: dict[int, np.ndarray]) 
     stack = np.stack(list(images.values()))
     field = ctx.network.receptive_field(ctx.network.unit(name).point.path, input_size=stack.shape[1:3])
     if field is not None:
-        stack = field.crop(stack, np.repeat(map_centre(field), len(stack), axis=0), fill=GRID_BACKGROUND)
+        stack = central_crops(field, stack, fill=GRID_BACKGROUND)
     return dict(zip(images, stack))
 
 
 def _unit_files(ctx: ModelContext, name: str, result: FilterImages, neurons: dict[int, tuple[np.ndarray, float]],
                 fields: dict[int, np.ndarray], dataset_mean: np.ndarray, dataset_peak: np.ndarray,
-                reached: np.ndarray, dead: np.ndarray, uniform: np.ndarray) -> tuple[list[dict], list[dict]]:
+                reached: np.ndarray, dead: np.ndarray, uniform: np.ndarray, paged: np.ndarray
+                ) -> tuple[list[dict], list[dict]]:
     """One PNG per image of each filter (feature vis, and for the pictured ones the neuron image and, with a
     page, the diverse group), each filter's record for report.json, and the gallery's tiles linking to the
     filters' pages."""
-    paged = set(paged_units(ctx).get(name, np.zeros(0, int)).tolist())
+    paged = set(paged.tolist())
     diverse = result.diversity
     groups = {} if diverse is None else {int(u): j for j, u in enumerate(diverse.units)}
     slug = slugify(name)
@@ -204,12 +207,13 @@ def _unit_files(ctx: ModelContext, name: str, result: FilterImages, neurons: dic
     return records, gallery
 
 
-def _class_settings(ctx: ModelContext, settings: FeatVisSettings) -> FeatVisSettings:
-    """The class preset over the filters' settings (and the config's `feature_vis.classes`). Its `l2` is per unit
-    of the model's typical margin, so it is scaled by that; it pulls toward the data's background, the median
-    training pixel per channel (black for MNIST and Fashion-MNIST, where decaying toward grey left a grey canvas
-    an independent judge read as a 3 for every class). Unless the config sets `starts`, a model with more than
-    CLASS_SLOTS / 4 classes gets fewer starts, so an ImageNet-size head costs what it did."""
+def _class_settings(ctx: ModelContext, settings: FeatVisSettings, margin: float) -> FeatVisSettings:
+    """The class preset over the filters' settings (and the config's `feature_vis.classes`). Its `l2` is per
+    unit of the model's typical margin, so it is scaled by `margin` (typical_margin); it pulls toward the data's
+    background, the median training pixel per channel (black for MNIST and Fashion-MNIST, where decaying toward
+    grey left a grey canvas an independent judge read as a 3 for every class). Unless the config sets `starts`,
+    a model with more than CLASS_SLOTS / 4 classes gets fewer starts, so an ImageNet-size head costs what it
+    did."""
     overrides = ctx.spec.feature_vis.get("classes") or {}
     classes = settings.for_classes(overrides)
     if "starts" not in overrides:  # a model with many classes: one start each, as before the preset
@@ -221,7 +225,7 @@ def _class_settings(ctx: ModelContext, settings: FeatVisSettings) -> FeatVisSett
     median = np.repeat(median, channels) if len(median) == 1 else median[:channels]
     if len(median) != channels:
         median = np.full(channels, median.mean())
-    return dataclasses.replace(classes, l2=classes.l2 * typical_margin(ctx.probabilities, ctx.data.y_test),
+    return dataclasses.replace(classes, l2=classes.l2 * margin,
                                l2_target=tuple(round(float(v), 4) for v in median))
 
 
@@ -234,7 +238,8 @@ def typical_margin(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return max(1.0, float(np.median(margins))) if len(margins) else 1.0
 
 
-def _classes(ctx: ModelContext, section: Section, result: FilterImages, settings: FeatVisSettings) -> None:
+def _classes(ctx: ModelContext, section: Section, result: FilterImages, settings: FeatVisSettings,
+             margin: float) -> None:
     names = [ctx.class_name(c) for c in result.units]
     judge = recognition.train_judge(ctx.data, ctx.network.image_shape, ctx.seed, ctx.cache_dir)
     verdict = recognition.recognise(judge, result.images, result.units)
@@ -279,7 +284,7 @@ def _classes(ctx: ModelContext, section: Section, result: FilterImages, settings
         "recognised": count, "classes": total, "judge": "pixel MLP", "judge_hidden_units": recognition.HIDDEN,
         "judge_trained_on": judge.trained_on, "judge_test_accuracy": judge.test_accuracy}
     section.data["class_settings"] = {key: getattr(settings, key) for key in CLASS_SETTINGS_SHOWN}
-    section.data["class_settings"]["typical_margin"] = typical_margin(ctx.probabilities, ctx.data.y_test)
+    section.data["class_settings"]["typical_margin"] = margin
     progress.log(f"    classes: lowest probability {result.probability.min():.3f}, {count} of {total} recognised "
                  f"by an independent pixel MLP ({judge.test_accuracy:.1%} test accuracy)")
 
