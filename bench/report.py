@@ -47,10 +47,11 @@ def main() -> None:
         start = time.perf_counter()
         _ = ctx.test_pass
         timings.append((f"pass over {len(data.x_test):,} test images", time.perf_counter() - start))
-        for name, builder in SECTION_BUILDERS:
+        built = {}
+        for step in SECTION_BUILDERS:
             start = time.perf_counter()
-            builder(ctx)
-            timings.append((name, time.perf_counter() - start))
+            built[step.name] = step.run(ctx, built)
+            timings.append((step.name, time.perf_counter() - start))
 
     width = max(len(name) for name, _ in timings)
     print(f"{spec.name}{' (quick)' if args.quick else ''}: report without training")

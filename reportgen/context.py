@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import keras
 import matplotlib
@@ -35,7 +34,6 @@ class ModelContext:
     seed: int = 0
     quick: bool = False
     cache_dir: Path | None = None  # where what depends only on the data (the class images' judge) is kept; None: not
-    extra: dict[str, Any] = field(default_factory=dict)  # results one section shares with a later one
 
     @property
     def model(self) -> keras.Model:

@@ -112,13 +112,11 @@ def chance_accuracy(labels: np.ndarray) -> float:
 
 def run_sections(ctx: ModelContext) -> list[Section]:
     tf.get_logger().setLevel("ERROR")  # each section builds its own small extractor models; retracing is expected
-    sections = []
-    for name, builder in SECTION_BUILDERS:
-        with progress.step(name):
-            section = builder(ctx)
-        if section is not None:
-            sections.append(section)
-    return sections
+    built: dict[str, Section | None] = {}
+    for step in SECTION_BUILDERS:
+        with progress.step(step.name):
+            built[step.name] = step.run(ctx, built)
+    return [section for section in built.values() if section is not None]
 
 
 def budget_record(ctx: ModelContext) -> dict[str, Any]:

@@ -66,6 +66,9 @@ class Section:
     pages: list[Page] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. "no conv layer: section skipped"
     template: str = "sections/generic"  # without extension: .html and .md are rendered
+    # What later sections take from this one (e.g. feature vis: each layer's pictures), passed to them by the
+    # section registry (sections.Step.needs); never written to report.json.
+    handoff: Any = None
 
     def to_json(self) -> dict[str, Any]:
         """The section as report.json stores it (pages are listed by path only)."""

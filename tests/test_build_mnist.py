@@ -12,6 +12,7 @@ from site_checks import html_problems, markdown_problems
 
 from reportgen import pipeline
 from reportgen.config import BuildOptions, load_config
+from reportgen.sections import Step
 from reportgen.site import build_site
 
 REPO = Path(__file__).resolve().parent.parent
@@ -102,7 +103,7 @@ def test_a_failed_build_leaves_the_previous_site_untouched(site, work, tmp_path,
     def explode(ctx):
         raise failure
 
-    monkeypatch.setattr(pipeline, "SECTION_BUILDERS", [*pipeline.SECTION_BUILDERS, ("explode", explode)])
+    monkeypatch.setattr(pipeline, "SECTION_BUILDERS", [*pipeline.SECTION_BUILDERS, Step("explode", explode)])
     spec = load_config(work / "reportgen.toml").model("mnist-3conv")
     options = BuildOptions(out=copy, cache_dir=work / ".cache" / "reportgen", quick=True, force=True)
     with pytest.raises(type(failure)):

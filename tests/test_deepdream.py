@@ -12,6 +12,7 @@ from skimage.metrics import structural_similarity
 from reportgen.deepdream import GRAY, DeepDream, Dream, dream_extractor, fit_photo, load_photo, resize, to_tiles
 from reportgen.errors import ReportgenError
 from reportgen.sections import deepdream
+from reportgen.sections.units import LayerPictures
 
 
 def small_cnn(input_shape, seed: int = 0) -> keras.Model:
@@ -206,8 +207,8 @@ def test_unreadable_dream_image_is_a_one_line_error(tmp_path, content):
 def test_section_dreams_a_grey_photo_at_its_size_with_its_numbers(tiny_context):
     ctx = tiny_context
     ctx.quick = True
-    ctx.extra["feature_vis"] = {"conv_b": {"images": np.full((6, 8, 8, 1), 0.5, np.float32)}}
-    section = deepdream.build(ctx)
+    grey = np.full((8, 8, 1), 0.5, np.float32)
+    section = deepdream.build(ctx, {"conv_b": LayerPictures({u: grey for u in range(6)}, {}, {})})
     data = section.data
     assert data["channels"] == 1 and data["ssim_on"] == "the grey channel"
     assert max(data["size"]) == deepdream.QUICK_SIZE and data["octave_sizes"][-1] == tuple(data["size"])

@@ -247,7 +247,7 @@ def test_section_marks_dead_filters_and_writes_its_pictures(tiny_context):
     assert [c["class"] for c in section.data["classes"]] == [0, 1, 2]
     for figure in section.figures:
         assert (ctx.out_dir / figure.path).is_file()
-    assert set(ctx.extra["feature_vis"]) == {"conv_a", "conv_b"}
+    assert set(section.handoff) == {"conv_a", "conv_b"}
 
 
 def test_section_counts_filters_whose_best_input_is_uniform(tiny_context):
@@ -260,8 +260,7 @@ def test_section_counts_filters_whose_best_input_is_uniform(tiny_context):
     figure = next(f for f in section.figures if f.title == "conv_a")
     assert figure.numbers["uniform_images"] >= 1
     assert "respond most to a uniform image" in figure.caption
-    images = ctx.extra["feature_vis"]["conv_a"]["images"]
-    assert images[1].min() > 0.95  # filter 1's image is white
+    assert section.handoff["conv_a"].images[1].min() > 0.95  # filter 1's image is white
 
 
 def test_diverse_groups_size_their_optimisations_by_the_layers_gram_matrices_too(monkeypatch):

@@ -23,7 +23,8 @@ def built(tiny_context):
     """The feature-vis and units sections of the tiny model, built in page order."""
     ctx = tiny_context
     ctx.spec.feature_vis = {"steps": 48}
-    return ctx, feature_vis.build(ctx), units.build(ctx)
+    vis = feature_vis.build(ctx)
+    return ctx, vis, units.build(ctx, vis.handoff)
 
 
 def _layer_output(model: keras.Model, name: str, images: np.ndarray) -> np.ndarray:
@@ -48,15 +49,14 @@ def _crop(image: np.ndarray, y0: int, x0: int, size: tuple[int, int]) -> np.ndar
 
 @pytest.mark.filterwarnings("ignore:Mean of empty slice")  # a pixel outside every crop
 def test_resemblance_matches_a_direct_computation(built):
-    ctx, _, section = built
+    ctx, vis, section = built
     record = json.loads(json.dumps(section.to_json()))["data"]
     x = ctx.data.x_test
     checked = 0
     for i, name in enumerate(["conv_a", "conv_b"]):
         rf = record[name]["receptive_field"]
         size, jump, start = rf["size"], rf["jump"], rf["start"]
-        vis = ctx.extra["feature_vis"][name]
-        neuron_images = vis["neuron_images"]
+        neuron_images = vis.handoff[name].neuron_images
         out_h, out_w = _layer_output(ctx.model, name, x[:1]).shape[1:3]
         found = record[name]["resemblance"]["units"]
         live = [u for u in range(len(record[name]["dataset_max"])) if record[name]["dataset_max"][u] > 0]
@@ -210,7 +210,8 @@ def test_filters_left_out_by_the_picture_budget_keep_their_tile_and_page_without
     ctx = tiny_context
     ctx.spec.feature_vis = {"steps": 16}
     ctx.spec.budget = {"picture_work": 1}  # one pictured filter per layer
-    vis, section = feature_vis.build(ctx), units.build(ctx)
+    vis = feature_vis.build(ctx)
+    section = units.build(ctx, vis.handoff)
     for layer in vis.data["layers"].values():
         pictured = [r for r in layer["filters"] if r["neuron_activation"] is not None]
         assert len(pictured) == 1 and "neuron" in pictured[0]["images"] and "diversity" in pictured[0]

@@ -1,9 +1,12 @@
 """Every visualization family, in page order. A section module exposes
-`build(ctx: ModelContext) -> Section | None`; add a new family by appending it here."""
+`build(ctx: ModelContext, ...) -> Section | None`; add a new family by appending a `Step` here. A step that
+shows what an earlier one made names it in `needs`: its `build` then takes that section's `handoff`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from ..context import ModelContext
 from ..report import Section
@@ -20,17 +23,34 @@ from . import (
     units,
 )
 
-SectionBuilder = Callable[[ModelContext], "Section | None"]
 
-SECTION_BUILDERS: list[tuple[str, SectionBuilder]] = [
-    ("model summary", summary.build),
-    ("training curves", training_curves.build),
-    ("confusion matrix and mistakes", confusion.build),
-    ("activation grids", activations.build),
-    ("mean maps per class", class_maps.build),
-    ("kernel weights", kernels.build),
-    ("feature visualization", feature_vis.build),
-    ("dataset examples and projections", units.build),  # after feature vis: its pages show the tiles
-    ("DeepDream", deepdream.build),
-    ("attributions", attribution.build),
+@dataclass(frozen=True)
+class Step:
+    """One section of the page: its name (for progress and timing), its builder, and the earlier steps whose
+    sections' `handoff` the builder takes after `ctx`, in order (None when that step made no section)."""
+
+    name: str
+    build: Callable[..., Section | None]
+    needs: tuple[str, ...] = ()
+
+    def run(self, ctx: ModelContext, built: dict[str, Section | None]) -> Section | None:
+        """Build this section from the context and the sections `built` so far (step name -> section)."""
+        return self.build(ctx, *(_handoff(built.get(name)) for name in self.needs))
+
+
+def _handoff(section: Section | None) -> Any:
+    return None if section is None else section.handoff
+
+
+SECTION_BUILDERS: list[Step] = [
+    Step("model summary", summary.build),
+    Step("training curves", training_curves.build),
+    Step("confusion matrix and mistakes", confusion.build),
+    Step("activation grids", activations.build),
+    Step("mean maps per class", class_maps.build),
+    Step("kernel weights", kernels.build),
+    Step("feature visualization", feature_vis.build),
+    Step("dataset examples and projections", units.build, needs=("feature visualization",)),  # shows its pictures
+    Step("DeepDream", deepdream.build, needs=("feature visualization",)),
+    Step("attributions", attribution.build),
 ]

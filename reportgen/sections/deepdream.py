@@ -16,7 +16,7 @@ from ..context import ModelContext
 from ..deepdream import DEFAULT_PHOTO, DeepDream, Dream, fit_photo, load_photo, resize, similarity
 from ..imaging import as_rgb, resize_nearest, tile_grid
 from ..report import Figure, Section, Table
-from .units import feature_vis_images
+from .units import LayerPictures
 
 OCTAVES, SCALE = 6, 1.4  # the smallest octave is 1.4**5 = 5.4 times smaller than the photo
 FIRST_STEPS = 8  # ascent steps at the smallest octave; each larger octave takes 1/SCALE as many
@@ -29,7 +29,8 @@ GAIN_GOAL = 1.5  # the dream's objective over the photo's own: the layer's patte
 OCTAVE_TILE = 96  # pixels on the long side of each octave in the small strip
 
 
-def build(ctx: ModelContext) -> Section:
+def build(ctx: ModelContext, pictures: dict[str, LayerPictures] | None = None) -> Section:
+    """The section; with the feature-vis section's `pictures`, each map's dream strip ends with its feature vis."""
     layers = ctx.plan.layers
     section = Section(id="deepdream", title="DeepDream", template="sections/deepdream",
                       intro="Gradient ascent on the photo at its own resolution, from a small copy up to full size "
@@ -62,7 +63,7 @@ def build(ctx: ModelContext) -> Section:
     dream = dreamer.dream(photo, mix_and_maps(energies, maps), octaves=octaves, scale=SCALE, steps=steps,
                           step_size=STEP_SIZE, seed=ctx.seed)
     photo_path = ctx.save_png("deepdream-photo", photo)
-    vis = feature_vis_images(ctx, target) or {}
+    vis = pictures[target].images if pictures and target in pictures else {}
     records = []
     for row, unit in enumerate([None, *maps]):
         name = "deepdream-layers" if unit is None else f"deepdream-{target}-map-{unit}"

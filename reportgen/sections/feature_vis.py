@@ -15,7 +15,7 @@ from ..imaging import as_rgb, magnified, resize_nearest, tile_grid, tile_size
 from ..report import Figure, Section, Table
 from ..resemblance import central_crops
 from ..slugs import slugify
-from .units import gallery_tile, paged_units, save_unit_png
+from .units import LayerPictures, gallery_tile, paged_units, save_unit_png
 
 DEAD_TINT = np.array([0.85, 0.15, 0.15], np.float32)
 SETTINGS_SHOWN = ("steps", "param", "warmup_steps", "leak", "zoom", "degrees", "scales", "total_variation", "l2")
@@ -32,6 +32,7 @@ UNIFORM_SPREAD, UNIFORM_SHARE = 0.25, 0.05
 
 
 def build(ctx: ModelContext) -> Section | None:
+    """The section; its `handoff` is each conv layer's LayerPictures."""
     convs = ctx.plan.layers
     settings = FeatVisSettings.from_config(ctx.spec.feature_vis)
     settings = settings.quick() if ctx.quick else settings
@@ -66,12 +67,13 @@ def build(ctx: ModelContext) -> Section | None:
                                 "diverse_images": DIVERSITY_IMAGES, "picture_work": ctx.plan.budget.picture_work}
     results = visualize_model(ctx.network, {**units, LOGITS: None}, settings, ctx.seed, class_settings,
                               neurons=neurons, diverse=diverse)
+    section.handoff = {}
     if convs:
         section.data["layers"] = {}
         for name in convs:
             stats = ctx.conv_stats[name]
-            _layer(ctx, section, name, results[name], stats.mean.max(axis=0), stats.max.max(axis=0),
-                   paged.get(name, np.zeros(0, int)))
+            section.handoff[name] = _layer(ctx, section, name, results[name], stats.mean.max(axis=0),
+                                           stats.max.max(axis=0), paged.get(name, np.zeros(0, int)))
         live = [f for layer in section.data["layers"].values() for f in layer["filters"] if not f["dead"]]
         share = float(np.mean([f["reached"] for f in live])) if live else None
         section.data["live_filters_reaching_dataset_max"] = share
@@ -96,7 +98,7 @@ def _extra_images_per_unit(settings: FeatVisSettings) -> float:
 
 
 def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
-           dataset_mean: np.ndarray, dataset_peak: np.ndarray, paged: np.ndarray) -> None:
+           dataset_mean: np.ndarray, dataset_peak: np.ndarray, paged: np.ndarray) -> LayerPictures:
     filters, units = len(dataset_mean), result.units
     dead = dataset_peak[units] <= 0
     reached = result.activation >= dataset_mean[units]
@@ -146,13 +148,10 @@ def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
           "dead" if r["dead"] else "uniform" if r["uniform"] else "alive"] for r in records],
         title=f"{name}: activation per filter", collapsed=True,
     ))
-    ctx.extra.setdefault("feature_vis", {})[name] = {
-        "images": result.images, "units": units.tolist(), "activation": result.activation,
-        "dataset_max": dataset_mean[units], "dead": dead, "uniform": uniform,
-        "neuron_images": {u: image for u, (image, _) in neurons.items()}, "records": {r["index"]: r for r in records},
-    }
     progress.log(f"    {name}: {len(units)} filters, {numbers['dead']} dead, "
                  f"{'-' if share is None else f'{share:.0%}'} reach the dataset max")
+    return LayerPictures(dict(zip(units.tolist(), result.images)), {u: image for u, (image, _) in neurons.items()},
+                         {r["index"]: r for r in records})
 
 
 def _neuron_images(result: FilterImages) -> dict[int, tuple[np.ndarray, float]]:

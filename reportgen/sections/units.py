@@ -4,6 +4,7 @@ projections, and a page per layer and per unit (Microscope style)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,23 @@ PROOF_ROWS = 32  # per layer and rule: full-image projections checked against th
 ALIKE_SIMILARITY = 0.95
 
 
-def build(ctx: ModelContext) -> Section | None:
+@dataclass
+class LayerPictures:
+    """One conv layer's pictures as the feature-vis section hands them on, to the unit pages and DeepDream."""
+
+    images: dict[int, np.ndarray]  # shown filter -> its feature visualization (H, W, C)
+    neuron_images: dict[int, np.ndarray]  # pictured filter -> the image maximising its map's central unit
+    records: dict[int, dict[str, Any]]  # shown filter -> its report.json record (PNG paths and numbers)
+
+    @property
+    def canvas(self) -> tuple[int, int]:
+        """The pictures' height and width."""
+        return next(iter(self.images.values())).shape[:2]
+
+
+def build(ctx: ModelContext, pictures: dict[str, LayerPictures] | None = None) -> Section | None:
+    """The section; `pictures` (the feature-vis section's, per conv layer) add each filter's images and their
+    resemblance to its pages."""
     layers = [unit for unit in ctx.network.units if unit.path in ctx.plan.units]
     section = Section(
         id="units",
@@ -46,13 +63,14 @@ def build(ctx: ModelContext) -> Section | None:
     x = ctx.data.x_test
     names = [layer.path for layer in layers]
     examples = {name: top_k(name, ctx.conv_stats[name], TOP_K) for name in names}
-    ctx.extra["dataset_examples"] = examples
+    pictures = pictures or {}
     projectors = {rule: Projector(ctx.network, names, rule) for rule in RELU_RULES}
     slugs = [slugify(name) for name in names]
     rows = []
     with progress.bar(len(layers), "unit crops, projections and pages", unit="layer") as bar:
         for i, layer in enumerate(layers):
-            rows.append(_layer(ctx, layer, examples[layer.path], projectors, x, names, slugs, i, section))
+            rows.append(_layer(ctx, layer, examples[layer.path], pictures.get(layer.path), projectors, x, names, slugs,
+                               i, section))
             for projector in projectors.values():
                 projector.release(layer.path)
             bar.update()
@@ -86,8 +104,9 @@ def save_unit_png(ctx: ModelContext, layer: str, unit: int, kind: str, image: np
     return ctx.save_png(f"{unit}-{kind}", np.clip(image, 0, 1), folder=("units", layer))
 
 
-def _layer(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, projectors: dict[str, Projector], x: np.ndarray,
-           names: list[str], slugs: list[str], i: int, section: Section) -> list[Any]:
+def _layer(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, pictures: LayerPictures | None,
+           projectors: dict[str, Projector], x: np.ndarray, names: list[str], slugs: list[str], i: int,
+           section: Section) -> list[Any]:
     """One layer's figures, pages and table row."""
     name, slug = layer.path, slugs[i]
     filters, k = ex.values.shape
@@ -106,7 +125,7 @@ def _layer(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, projectors: di
     outside = {rule: p["max_abs_outside_rf"] for rule, p in proof.items()}
     dead = ex.dead
     rf_text = f"{rf.size[0]}x{rf.size[1]} px" if rf else "whole image"
-    resemblance = _resemblance(ctx, layer, ex, units, x, rf, i)  # every live shown filter
+    resemblance = _resemblance(ctx, layer, ex, pictures, units, x, rf, i)  # every live shown filter
     # A flat crop has no cosine: it counts as not resembling (conv1 filters that want white everywhere).
     share = float(np.mean([r.beats_random for r in resemblance.values()])) if resemblance else None
     flat = sum(r.top is None for r in resemblance.values())
@@ -139,8 +158,8 @@ def _layer(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, projectors: di
         "order (grey is zero). Outside the receptive field every projection is exactly zero.",
         alt=f"Grid of {len(units)} blocks of {k} deconvnet projections, one block per filter of {name}",
         numbers={"layer": name, "max_abs_outside_rf": outside["deconvnet"]}))
-    pictures = _pages(ctx, layer, ex, units, crops, projected, rf_text, names, slugs, i, paths, resemblance, share,
-                      section)
+    unit_pictures = _pages(ctx, layer, ex, pictures, units, crops, projected, rf_text, names, slugs, i, paths,
+                           resemblance, share, section)
     section.data[name] = {
         "receptive_field": None if rf is None else {"size": rf.size, "jump": rf.jump, "start": rf.start},
         "projection_proof": proof,
@@ -149,20 +168,19 @@ def _layer(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, projectors: di
         "top": {"activation": ex.values, "test_index": ex.indices, "position": ex.positions},  # every filter
         "resemblance": {"share": share, "live_filters": len(resemblance), "flat": flat,
                         "units": {int(u): _resemblance_record(r) for u, r in resemblance.items()}},
-        "unit_pictures": pictures,  # paged filter -> its page, top crops (in `top`'s rank order) and projections
+        "unit_pictures": unit_pictures,  # paged filter -> its page, top crops (in `top`'s rank order) and projections
     }
     return [name, filters, rf_text, int(dead.sum()), len(units), outside["deconvnet"], outside["guided"],
             "-" if share is None else f"{share:.0%} of {len(resemblance)}"]
 
 
-def _resemblance(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, units: np.ndarray, x: np.ndarray,
-                 rf: ReceptiveField | None, i: int) -> dict[int, Resemblance]:
+def _resemblance(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, pictures: LayerPictures | None,
+                 units: np.ndarray, x: np.ndarray, rf: ReceptiveField | None, i: int) -> dict[int, Resemblance]:
     """Each shown live filter's neuron image against its top crops and random crops (see resemblance);
     none without the feature-vis section's neuron images or without a receptive field."""
-    entry = ctx.extra.get("feature_vis", {}).get(layer.path)
-    if rf is None or not entry or entry.get("neuron_images") is None:
+    if rf is None or pictures is None:
         return {}
-    images = entry["neuron_images"]
+    images = pictures.neuron_images
     canvas = next(iter(images.values())).shape[:2] if images else x.shape[1:3]
     field = ctx.network.receptive_field(layer.point.path, input_size=canvas)
     found = {}
@@ -180,7 +198,8 @@ def _resemblance_record(r: Resemblance) -> dict[str, Any]:
     return {"top9": r.top, "random": r.random, "beats_random": r.beats_random}
 
 
-def _pages(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, units: np.ndarray, crops: np.ndarray,
+def _pages(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, pictures: LayerPictures | None,
+           units: np.ndarray, crops: np.ndarray,
            projected: dict[str, np.ndarray], rf_text: str, names: list[str], slugs: list[str], i: int,
            layer_images: dict[str, str], resemblance: dict[int, Resemblance], share: float | None,
            section: Section) -> dict[int, dict[str, Any]]:
@@ -190,9 +209,9 @@ def _pages(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, units: np.ndar
     filters, k = ex.values.shape
     info = {"name": name, "slug": slug, "type": type(layer.conv.layer).__name__, "filters": filters,
             "receptive_field": rf_text, "units_shown": len(units), "read_at": layer.read_at}
-    vis = ctx.extra.get("feature_vis", {}).get(name, {}).get("records", {})
+    vis = pictures.records if pictures else {}
     crop_size = magnified(*crops.shape[1:3])
-    unit_rows, gallery, pictures = [], [], {}
+    unit_rows, gallery, unit_pictures = [], [], {}
     for j, u in enumerate(units.tolist()):
         block = slice(j * k, (j + 1) * k)
         strip = tile_grid(np.concatenate([projected["deconvnet"][block], projected["guided"][block]]), cols=k, pad=1)
@@ -213,7 +232,7 @@ def _pages(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, units: np.ndar
             gallery.append(gallery_tile(record, f"{u}.html"))
         context = {
             "layer": info, "unit": u, "dead": bool(ex.dead[u]), "stats": stats, "examples": examples,
-            "views": views, "view_size": magnified(*_vis_shape(ctx, name)) if views else None,
+            "views": views, "view_size": magnified(*pictures.canvas) if views and pictures else None,
             "diversity": record.get("diversity") if record else None,
             "diverse_images": len(record["images"].get("diversity", [])) if record else 0,
             "alike": ALIKE_SIMILARITY,
@@ -229,17 +248,18 @@ def _pages(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, units: np.ndar
             "layer_href": "index.html",
         }
         section.pages.append(Page(f"{slug}/{u}.html", "unit.html", f"{name} filter {u}", context))
-        pictures[u] = {"page": f"{slug}/{u}.html", "top": [e["image"] for e in examples], "projections": projections}
+        unit_pictures[u] = {"page": f"{slug}/{u}.html", "top": [e["image"] for e in examples],
+                            "projections": projections}
     neighbours = {key: {"name": names[j], "href": f"../{slugs[j]}/index.html"} if 0 <= j < len(slugs) else None
                   for key, j in (("prev_layer", i - 1), ("next_layer", i + 1))}
     context = {"layer": info, "units": unit_rows, "not_shown": filters - len(units),
                "examples_image": layer_images["examples"], "projections_image": layer_images["deconvnet"],
                "dead_count": int(ex.dead.sum()), "resemblance_share": share,
                "resemblance_compared": len(resemblance),
-               "gallery": gallery, "gallery_size": magnified(*_vis_shape(ctx, name)) if gallery else None,
+               "gallery": gallery, "gallery_size": magnified(*pictures.canvas) if gallery and pictures else None,
                **neighbours}
     section.pages.append(Page(f"{slug}/index.html", "layer.html", f"Layer {name}", context))
-    return pictures
+    return unit_pictures
 
 
 def _views(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -255,10 +275,6 @@ def _views(record: dict[str, Any]) -> list[dict[str, Any]]:
         views.append({"kind": "diversity", "title": f"Diverse {n + 1}", "image": image,
                       "label": "mean activation", "value": value})
     return views
-
-
-def _vis_shape(ctx: ModelContext, name: str) -> tuple[int, int]:
-    return tuple(np.asarray(ctx.extra["feature_vis"][name]["images"]).shape[1:3])
 
 
 def _project(projector: Projector, rf: ReceptiveField | None, name: str, x: np.ndarray, ids: np.ndarray,
@@ -301,15 +317,3 @@ def _by_unit(tiles: np.ndarray, k: int) -> list[np.ndarray]:
             group = np.concatenate([group, np.full((9 - len(group), *group.shape[1:]), BLANK, group.dtype)])
         groups.append(group[:9])
     return groups
-
-
-def feature_vis_images(ctx: ModelContext, layer_name: str) -> dict[int, np.ndarray] | None:
-    """Unit -> feature-visualization image from the feature-vis section, when it ran first."""
-    entry = ctx.extra.get("feature_vis", {}).get(layer_name)
-    if not entry or entry.get("images") is None:
-        return None
-    images = np.asarray(entry["images"])
-    if np.issubdtype(images.dtype, np.integer):
-        images = images / 255.0
-    units = entry.get("units", range(len(images)))
-    return {int(u): images[j] for j, u in enumerate(units) if j < len(images)}
