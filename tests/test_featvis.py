@@ -274,3 +274,39 @@ def test_diverse_groups_size_their_optimisations_by_the_layers_gram_matrices_too
                             neurons={"conv_b": np.array([1])}, diverse={"conv_b": np.array([1, 2])})
     # the filters' and the pictures' optimisations: a conv_b group also holds its 6 x 6 Gram and gradient
     assert sorted(asked) == [values, values + 2 * 6 * 6]
+
+
+def test_a_swish_models_traced_graphs_are_freed_and_its_numbers_unchanged():
+    """tf.nn.silu's gradient is a tf.custom_gradient, which keeps every graph it is traced in alive (an
+    EfficientNetB0 build grew by 0.2 GB per optimisation): the Network computes swish without it."""
+    import gc
+    import weakref
+
+    from reportgen.featvis.probes import PLAIN, layer_probe
+    from reportgen.model import Network
+
+    inputs = keras.Input((12, 12, 1))
+    x = keras.layers.Conv2D(4, 3, activation="swish", name="conv_a")(inputs)
+    x = keras.layers.Conv2D(5, 3, name="conv_b")(x)
+    x = keras.layers.Activation("swish", name="act_b")(x)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    images = np.random.default_rng(0).random((6, 12, 12, 1), np.float32)
+    network = Network(model)
+    np.testing.assert_allclose(network.probabilities(images), model(images).numpy(), rtol=1e-5, atol=1e-6)
+    probe = layer_probe(network, "conv_b")
+    maps = probe.fn(tf.constant(images), tf.constant(PLAIN))["conv_b"].numpy()
+    np.testing.assert_allclose(maps, keras.Model(inputs, x)(images).numpy(), rtol=1e-5, atol=1e-6)
+
+    def ascent(batch: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            tape.watch(batch)
+            total = tf.reduce_sum(probe.fn(batch, tf.constant(PLAIN))["conv_b"])
+        return tape.gradient(total, batch)
+
+    step = tf.function(ascent)
+    graph = weakref.ref(step.get_concrete_function(tf.TensorSpec((None, 12, 12, 1), tf.float32)).graph)
+    assert np.abs(step(tf.constant(images)).numpy()).sum() > 0
+    del step
+    gc.collect()
+    assert graph() is None

@@ -30,7 +30,7 @@ from .geometry import ReceptiveField, crops_are_exact, receptive_field
 from .graph import INPUT, ModelGraph, Node, Replace, flatten, model_input_shape
 from .inputs import InputRange, detect_input_range, given_range
 from .outputs import OutputKind, class_count, output_kind, to_probabilities
-from .surgery import chain, combine, linear_output, reinitialized, relu_gradient
+from .surgery import chain, combine, linear_output, plain_swish, reinitialized, relu_gradient
 from .units import ConvUnit, conv_units, grid_nodes
 
 __all__ = ["INPUT", "ChannelStats", "ConvUnit", "InputRange", "ModelGraph", "Network", "Node", "ReceptiveField",
@@ -76,7 +76,8 @@ class Network:
     def __init__(self, model: keras.Model, input_range: tuple[float, float] | InputRange | None = None,
                  replace: Replace | None = None) -> None:
         self.model = model
-        self._replace = replace
+        self._replace = plain_swish if replace is None else chain(replace, plain_swish)
+        replace = self._replace
         shape = model_input_shape(model)
         raw = flatten(model, input_shape=shape, replace=replace)
         if input_range is None:

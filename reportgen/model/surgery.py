@@ -53,6 +53,35 @@ def linear_output(output_path: str) -> Replace:
     return replace
 
 
+def plain_swish(path: str, layer: keras.Operation) -> Activation | None:
+    """Swish (SiLU) computed as x * sigmoid(x) and differentiated by TensorFlow itself (the `Replace` hook every
+    Network's graphs are traced with). tf.nn.silu defines its gradient with tf.custom_gradient, which in a traced
+    function registers a gradient function globally that keeps the whole traced graph alive: an EfficientNetB0
+    build kept about 0.2 GB more after each feature-visualization optimisation."""
+    if not _is_swish(getattr(layer, "activation", None)):
+        return None
+    if isinstance(layer, keras.layers.Activation):
+        return lambda x, *args, **kwargs: swish(x)
+    if type(layer).__module__.startswith("keras."):  # a Keras layer copies from its config; a custom one is kept
+        return with_activation(layer, swish)
+    return None
+
+
+def swish(x: Any) -> Any:
+    """x * sigmoid(x) in Keras ops, so it traces on Keras' symbolic tensors as on TensorFlow's."""
+    return keras.ops.multiply(x, keras.ops.sigmoid(x))
+
+
+def plain_activation(activation: Activation) -> Activation:
+    """A unit's activation (a function or an Activation layer) as the Network's graphs compute it: swish as
+    `swish` (see plain_swish), any other as it is."""
+    return swish if _is_swish(getattr(activation, "activation", activation)) else activation
+
+
+def _is_swish(fn: object) -> bool:
+    return fn is keras.activations.silu or getattr(fn, "__name__", "") in ("silu", "swish")
+
+
 def reinitialized(paths: list[str], seed: int = 0) -> Replace:
     """The layers at `paths` as fresh copies with their own initializers, seeded (`seed` plus the path's
     position), for the cascading randomisation of the sanity check. Each copy is made once, so every graph

@@ -17,6 +17,7 @@ import numpy as np
 
 from .graph import ModelGraph, Node
 from .inputs import is_augmentation
+from .surgery import plain_activation
 
 CONV_TYPES = (keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D,
               keras.layers.Conv2DTranspose)
@@ -80,13 +81,13 @@ def conv_units(graph: ModelGraph) -> list[ConvUnit]:
 def _unit(graph: ModelGraph, conv: Node) -> ConvUnit:
     own = getattr(conv.layer, "activation", None)
     if own is not None and getattr(own, "__name__", "linear") != "linear":
-        return ConvUnit(conv, conv, conv, own)
+        return ConvUnit(conv, conv, conv, plain_activation(own))
     pre = conv
     after = _only_consumer(graph, conv)
     if after is not None and isinstance(after.layer, keras.layers.BatchNormalization):
         pre, after = after, _only_consumer(graph, after)
     if after is not None and isinstance(after.layer, ACTIVATION_TYPES):
-        return ConvUnit(conv, pre, after, after.layer)
+        return ConvUnit(conv, pre, after, plain_activation(after.layer))
     return ConvUnit(conv, pre, pre, keras.activations.linear)
 
 
