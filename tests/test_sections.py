@@ -5,6 +5,7 @@ import numpy as np
 from PIL import Image
 
 from reportgen.imaging import maps_to_tiles
+from reportgen.model import Network
 from reportgen.sections import activations, class_maps, confusion, kernels, summary
 
 
@@ -86,6 +87,22 @@ def test_the_test_pass_gives_probabilities_and_each_images_spatial_mean_max_and_
         flat = maps[name].reshape(len(maps[name]), -1, maps[name].shape[-1]).argmax(axis=1)  # first max, row-major
         np.testing.assert_array_equal(stats.peak_at, np.stack(np.divmod(flat, maps[name].shape[2]), axis=-1))
     assert set(ctx.conv_stats) == {"conv_a", "conv_b"}
+
+
+def test_the_test_pass_reads_a_model_that_takes_any_size_at_the_images_size():
+    inputs = keras.Input((None, None, 1))
+    x = keras.layers.Conv2D(3, 3, activation="relu", name="conv")(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    images = np.random.default_rng(1).random((5, 10, 14, 1), np.float32)
+    network = Network(model)
+    result = network.test_pass(images, [network.units[0].point.path], batch_size=2)
+    maps = keras.Model(inputs, x)(images).numpy()  # (5, 8, 12, 3)
+    stats = result.stats[network.units[0].point.path]
+    np.testing.assert_allclose(result.probabilities, model(images).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats.max, maps.max(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+    flat = maps.reshape(5, -1, 3).argmax(axis=1)
+    np.testing.assert_array_equal(stats.peak_at, np.stack(np.divmod(flat, 12), axis=-1))
 
 
 def test_summary_counts_parameters(tiny_context):
