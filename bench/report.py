@@ -43,7 +43,8 @@ def main() -> None:
     timings: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory() as out:
         ctx = ModelContext(spec=spec, network=network, data=data, out_dir=Path(out), history=trained.history,
-                           seed=config.seed, quick=args.quick, cache_dir=options.cache_dir)
+                           seed=config.seed, quick=args.quick,
+                           cache_dir=None if spec.model_file else options.cache_dir)  # as the build does
         start = time.perf_counter()
         _ = ctx.test_pass
         timings.append((f"pass over {len(data.x_test):,} test images", time.perf_counter() - start))

@@ -37,8 +37,10 @@ def build_model_report(spec: ModelSpec, options: BuildOptions, folder: Path,
     start = time.perf_counter()
     with progress.step("loading data and model"):
         trained, network, data = load_model_and_data(spec, options)
+    # The judge of the class images is cached with the models reportgen trains; a model file's build writes
+    # nothing outside its site.
     ctx = ModelContext(spec=spec, network=network, data=data, out_dir=folder, history=trained.history,
-                       seed=options.seed, quick=options.quick, cache_dir=options.cache_dir)
+                       seed=options.seed, quick=options.quick, cache_dir=None if spec.model_file else options.cache_dir)
     with progress.step(f"predicting {len(data.x_test):,} test images, with every conv channel's statistics"):
         warnings = [warning for warning in [chance_warning(ctx)] if warning]  # the pass every section reads
     for warning in warnings:
