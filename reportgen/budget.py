@@ -67,12 +67,10 @@ class Plan:
                 f"{self.budget.per_layer}): " + "; ".join(parts) + ".")
 
 
-def pictured(plan: Plan, values_per_image: int, images_per_unit: float,
-             first: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+def pictured(plan: Plan, values_per_image: int, images_per_unit: float) -> dict[str, np.ndarray]:
     """Conv path -> the planned units that also get extra pictures, `images_per_unit` full-length images
     each: all of them when they fit `plan.budget.picture_work`, else as many as fit (at least one per layer),
-    shared evenly among the layers; in each layer the units in `first` (e.g. those with a page) are taken
-    before the others, each kind spread evenly over the layer's units.
+    shared evenly among the layers and spread evenly over each layer's units.
 
     A neuron image and four diverse images, each a quarter as long, cost 1.25 times a unit's own image; on
     a ResNet50 the filters' own images were already 80% of a default build's time.
@@ -81,18 +79,7 @@ def pictured(plan: Plan, values_per_image: int, images_per_unit: float,
     if fits >= sum(map(len, plan.units.values())):
         return dict(plan.units)
     share = max(1, fits // max(1, len(plan.units)))
-    return {path: _preferring(chosen, (first or {}).get(path, np.zeros(0, int)), share)
-            for path, chosen in plan.units.items()}
-
-
-def _preferring(units: np.ndarray, preferred: np.ndarray, count: int) -> np.ndarray:
-    """`count` of `units` (sorted): the preferred ones first, then the others, each spread evenly."""
-    taken = []
-    for kind in (units[np.isin(units, preferred)], units[~np.isin(units, preferred)]):
-        wanted = min(count - sum(map(len, taken)), len(kind))
-        if wanted > 0:
-            taken.append(kind[evenly(len(kind), wanted)])
-    return np.sort(np.concatenate(taken)) if taken else np.zeros(0, int)
+    return {path: chosen[evenly(len(chosen), min(share, len(chosen)))] for path, chosen in plan.units.items()}
 
 
 def plan(units: list[ConvUnit], budget: Budget, stats: dict[str, ChannelStats] | None = None) -> Plan:

@@ -200,10 +200,6 @@ def test_the_picture_budget_keeps_every_unit_when_it_fits_and_spreads_what_it_ke
     assert all(np.isin(tight[path], units[path]).all() for path in units)
     starved = pictured(Plan(Budget(picture_work=1), units, whole.channels), 1000, 3)
     assert [len(chosen) for chosen in starved.values()] == [1, 1, 1]  # at least one per layer
-    paged = {"a": np.arange(2), "b": np.arange(0, 40, 2)[:8]}  # a quick build pages the first units of a layer
-    first = pictured(Plan(Budget(picture_work=9 * 3 * 1000), units, whole.channels), 1000, 3, first=paged)
-    assert list(first["a"]) == [0, 1, 2]  # both paged units, then one of the others
-    assert list(first["b"]) == [0, 8, 14] and list(first["c"]) == [3, 5]  # paged ones spread when more than fit
 
 
 def test_filters_left_out_by_the_picture_budget_keep_their_tile_and_page_without_extra_images(tiny_context):

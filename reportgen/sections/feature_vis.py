@@ -53,8 +53,8 @@ def build(ctx: ModelContext) -> Section | None:
     class_settings = _class_settings(ctx, settings, margin)
     # The pictured filters also get their central neuron's image and, those with a page, a diverse group, in
     # shorter optimisations of their own (settings.picture_steps).
+    neurons = _pictured(ctx, settings)
     paged = paged_units(ctx)
-    neurons = _pictured(ctx, settings, paged)
     diverse = {name: np.intersect1d(chosen, paged.get(name, ())) for name, chosen in neurons.items()}
     pictured_count, shown_count = sum(map(len, neurons.values())), sum(map(len, units.values()))
     if pictured_count < shown_count:
@@ -84,12 +84,11 @@ def build(ctx: ModelContext) -> Section | None:
     return section
 
 
-def _pictured(ctx: ModelContext, settings: FeatVisSettings, paged: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The shown filters that also get a neuron image and, with a page, a diverse group (budget.pictured); when
-    the budget cannot picture them all, those with a page come first."""
+def _pictured(ctx: ModelContext, settings: FeatVisSettings) -> dict[str, np.ndarray]:
+    """The shown filters that also get a neuron image and, with a page, a diverse group (budget.pictured)."""
     height, width = ctx.network.image_shape[:2]
     canvas = (height or settings.max_size, width or settings.max_size)
-    return pictured(ctx.plan, ctx.network.activation_values(canvas), _extra_images_per_unit(settings), paged)
+    return pictured(ctx.plan, ctx.network.activation_values(canvas), _extra_images_per_unit(settings))
 
 
 def _extra_images_per_unit(settings: FeatVisSettings) -> float:
