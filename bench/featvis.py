@@ -55,7 +55,7 @@ def main() -> None:
     spec = config.model(args.model)
     data = load_dataset(spec.dataset)
     model = load_or_train(spec, data, config.resolve(config.cache_dir), config.seed).model
-    settings = FeatVisSettings()
+    settings = FeatVisSettings(steps=128)  # the README's comparison was measured at 128 steps
     network = Network(model)
     layers = [unit.path for unit in network.units]
     sizes = {unit.path: unit.channels for unit in network.units}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from reportgen.config import BuildOptions, ModelSpec, load_config
 from reportgen.context import ModelContext
+from reportgen.imaging import PngWriter
 from reportgen.pipeline import load_model_and_data
 from reportgen.sections import SECTION_BUILDERS
 
@@ -41,10 +42,10 @@ def main() -> None:
     trained, network, data = load_model_and_data(spec, options)
 
     timings: list[tuple[str, float]] = []
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as out, PngWriter(background=True) as writer:
         ctx = ModelContext(spec=spec, network=network, data=data, out_dir=Path(out), history=trained.history,
-                           seed=config.seed, quick=args.quick,
-                           cache_dir=None if spec.model_file else options.cache_dir)  # as the build does
+                           seed=config.seed, quick=args.quick, cache_dir=None if spec.model_file else options.cache_dir,
+                           writer=writer)  # as the build does
         start = time.perf_counter()
         _ = ctx.test_pass
         timings.append((f"pass over {len(data.x_test):,} test images", time.perf_counter() - start))
@@ -53,6 +54,9 @@ def main() -> None:
             start = time.perf_counter()
             built[step.name] = step.run(ctx, built)
             timings.append((step.name, time.perf_counter() - start))
+        start = time.perf_counter()
+        writer.wait()
+        timings.append(("PNG files still being written", time.perf_counter() - start))
 
     width = max(len(name) for name, _ in timings)
     print(f"{spec.name}{' (quick)' if args.quick else ''}: report without training")

@@ -14,7 +14,7 @@ import numpy as np
 from .budget import Budget, Plan, plan
 from .config import ModelSpec
 from .data import Dataset
-from .imaging import save_png
+from .imaging import PngWriter
 from .model import ChannelStats, Network, TestPass
 from .slugs import slugify
 
@@ -34,6 +34,7 @@ class ModelContext:
     seed: int = 0
     quick: bool = False
     cache_dir: Path | None = None  # where what depends only on the data (the class images' judge) is kept; None: not
+    writer: PngWriter = field(default_factory=PngWriter)  # the build's is a background one (see PngWriter)
 
     @property
     def model(self) -> keras.Model:
@@ -96,7 +97,7 @@ class ModelContext:
         """Save a float [0, 1] image under img/ (and `folder`, each part slugified) and return its path
         relative to the page."""
         rel = "/".join(["img", *map(slugify, folder), f"{slugify(name)}.png"])
-        save_png(self.out_dir / rel, image)
+        self.writer.save(self.out_dir / rel, image)
         return rel
 
     def save_figure(self, name: str, fig: matplotlib.figure.Figure, dpi: int = 110) -> str:

@@ -7,7 +7,9 @@ so a layer with 128 maps costs one file write, not 128 matplotlib axes.
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from types import TracebackType
 
 import matplotlib
 import numpy as np
@@ -117,6 +119,47 @@ def save_png(path: Path, image: np.ndarray) -> None:
     """Write a float [0, 1] (H, W), (H, W, 1) or (H, W, 3) image as PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(to_uint8(image)).save(path)  # optimize=True: 3% smaller, 10x slower
+
+
+class PngWriter:
+    """Writes PNGs (`save_png`) in the foreground, or with `background=True` on a thread of its own, so that
+    encoding and creating the files overlap the model's work: a mnist-3conv report writes 2,244 PNGs, which
+    took 2.3 s in the foreground. Pillow and the file system release the GIL while they work. Used as a
+    context manager, it returns only once every file is written, and raises the first write that failed
+    (unless the block itself failed), so nothing writes into a folder after its build gave it up."""
+
+    def __init__(self, background: bool = False) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="png") if background else None
+        self._pending: list[Future] = []
+
+    def save(self, path: Path, image: np.ndarray) -> None:
+        """Write `image` (float [0, 1]) to `path`; its pixels are copied now, so the caller may reuse it."""
+        if self._pool is None:
+            save_png(path, image)
+        else:
+            self._pending.append(self._pool.submit(save_png, path, np.array(image)))
+
+    def wait(self) -> None:
+        """Return once every file asked for is written; raise the first failure."""
+        pending, self._pending = self._pending, []
+        errors = [future.exception() for future in pending]
+        failure = next((error for error in errors if error is not None), None)
+        if failure is not None:
+            raise failure
+
+    def __enter__(self) -> PngWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        try:
+            self.wait()
+        except Exception:
+            if kind is None:
+                raise
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
 
 
 def overlay_heatmap(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:

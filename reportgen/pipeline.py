@@ -18,6 +18,7 @@ from .context import ModelContext
 from .data import Dataset, fit_to_model, load_dataset
 from .errors import ReportgenError
 from .fingerprint import file_digest, inputs_fingerprint
+from .imaging import PngWriter
 from .model import Network
 from .render import render_model_pages
 from .report import Section, jsonable
@@ -39,13 +40,15 @@ def build_model_report(spec: ModelSpec, options: BuildOptions, folder: Path,
         trained, network, data = load_model_and_data(spec, options)
     # The judge of the class images is cached with the models reportgen trains; a model file's build writes
     # nothing outside its site.
-    ctx = ModelContext(spec=spec, network=network, data=data, out_dir=folder, history=trained.history,
-                       seed=options.seed, quick=options.quick, cache_dir=None if spec.model_file else options.cache_dir)
-    with progress.step(f"predicting {len(data.x_test):,} test images, with every conv channel's statistics"):
-        warnings = [warning for warning in [chance_warning(ctx)] if warning]  # the pass every section reads
-    for warning in warnings:
-        progress.log(f"  warning: {warning}")
-    sections = run_sections(ctx)
+    with PngWriter(background=True) as writer:  # every picture written before report.json and the pages
+        ctx = ModelContext(spec=spec, network=network, data=data, out_dir=folder, history=trained.history,
+                           seed=options.seed, quick=options.quick,
+                           cache_dir=None if spec.model_file else options.cache_dir, writer=writer)
+        with progress.step(f"predicting {len(data.x_test):,} test images, with every conv channel's statistics"):
+            warnings = [warning for warning in [chance_warning(ctx)] if warning]  # the pass every section reads
+        for warning in warnings:
+            progress.log(f"  warning: {warning}")
+        sections = run_sections(ctx)
     report = assemble_report(ctx, trained, sections, options, time.perf_counter() - start, warnings)
     baseline = next((r for r in earlier or [] if r["model"].get("weights_sha256") != report["model"]["weights_sha256"]),
                     None)

@@ -19,7 +19,7 @@ from reportgen.featvis import (
     visualize_model,
 )
 from reportgen.featvis.objectives import LOGITS
-from reportgen.featvis.params import FFTParam, PixelParam, to_unit_range
+from reportgen.featvis.params import FFTParam, PixelParam, from_unit_range, to_unit_range
 from reportgen.featvis.probes import OPTIMISE, PLAIN, WARM_UP, layer_probe, logit_probe
 from reportgen.featvis.regularizers import total_variation
 from reportgen.featvis.transforms import jitter
@@ -75,9 +75,9 @@ def test_a_large_canvas_gets_fewer_slots_per_optimisation(model, monkeypatch):
     whole = visualize_filters(model, "conv_b", settings=FAST, seed=1)
     batches, real_render = [], featvis.render_units
 
-    def spy(probe, objective, size, settings, slots, units, seed, attempts=None, steady=None):
+    def spy(probe, objective, size, settings, slots, units, seed, *more):
         batches.append(len(units))
-        return real_render(probe, objective, size, settings, slots, units, seed, attempts, steady)
+        return real_render(probe, objective, size, settings, slots, units, seed, *more)
 
     monkeypatch.setattr(featvis, "batch_rows", lambda shape, values=None: 4 if shape == (12, 12, 1) else 0)
     monkeypatch.setattr(featvis, "render_units", spy)
@@ -310,3 +310,15 @@ def test_a_swish_models_traced_graphs_are_freed_and_its_numbers_unchanged():
     del step
     gc.collect()
     assert graph() is None
+
+
+def test_a_wider_start_spread_scales_each_slots_random_start(model):
+    settings = FeatVisSettings(steps=1, learning_rate=1e-12)  # the images are (almost exactly) the starts
+    part = featvis.unit_part(model, "conv_b", 4, settings)
+    images = {}
+    for spread in (1.0, 5.0):
+        images[spread] = featvis.render_units(part.probe, part.objective, (12, 12), settings, part.slots,
+                                              np.arange(4), 0, spread=np.array([1.0, 1.0, spread, spread])).images
+    np.testing.assert_allclose(images[5.0][:2], images[1.0][:2])  # the slots left at 1 keep their starts
+    logits = [from_unit_range(images[spread][2:]).numpy() for spread in (1.0, 5.0)]
+    np.testing.assert_allclose(logits[1], 5 * logits[0], rtol=1e-3, atol=1e-3)

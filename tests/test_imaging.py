@@ -1,6 +1,8 @@
 import numpy as np
+import pytest
+from PIL import Image
 
-from reportgen.imaging import near_square, normalize_each, resize_nearest, tile_grid, tile_size
+from reportgen.imaging import PngWriter, near_square, normalize_each, resize_nearest, tile_grid, tile_size
 
 
 def test_near_square_holds_every_tile_and_is_nearly_square():
@@ -40,3 +42,23 @@ def test_tile_size_enlarges_small_maps_and_shrinks_big_ones():
     assert tile_size(7, 7) == (42, 42)
     assert max(tile_size(148, 148)) <= 96
     assert tile_size(28, 28) == (28, 28)
+
+
+def test_a_background_writer_has_written_every_png_when_its_block_ends(tmp_path):
+    image = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4, 1)
+    with PngWriter(background=True) as writer:
+        for k in range(50):
+            writer.save(tmp_path / "img" / f"{k}.png", image)
+        image[:] = 0  # the pixels were copied when asked for
+    written = np.asarray(Image.open(tmp_path / "img" / "49.png"))
+    assert len(list((tmp_path / "img").iterdir())) == 50
+    np.testing.assert_array_equal(written, (np.linspace(0, 1, 12) * 255 + 0.5).astype(np.uint8).reshape(3, 4))
+
+
+def test_a_failed_background_write_raises_when_the_block_ends_unless_the_block_failed(tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with pytest.raises(OSError), PngWriter(background=True) as writer:
+        writer.save(tmp_path / "taken" / "a.png", np.zeros((2, 2)))
+    with pytest.raises(KeyError), PngWriter(background=True) as writer:  # the block's own error wins
+        writer.save(tmp_path / "taken" / "b.png", np.zeros((2, 2)))
+        raise KeyError("the build failed first")

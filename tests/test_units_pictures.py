@@ -118,12 +118,17 @@ def test_diverse_images_differ_and_the_penalty_lowers_their_gram_similarity(tiny
     maps = maps.reshape(4, DIVERSITY_IMAGES, -1, maps.shape[-1])
     np.testing.assert_allclose(penalised.activation, maps.mean(axis=2)[np.arange(4), :, chosen["conv_b"]],
                                rtol=1e-4, atol=1e-6)
-    direct = []
-    for group in maps:
-        grams = [(m.T @ m).ravel() / np.linalg.norm(m.T @ m) for m in group]
-        direct.append(np.mean([grams[a] @ grams[b] for a in range(4) for b in range(4) if a != b]))
+    direct, closest = [], []
+    for group, images in zip(maps, penalised.images):
+        deviations = [m - m.mean(axis=0) for m in group]  # each map's deviation from its mean over positions
+        grams = [(d.T @ d).ravel() / np.linalg.norm(d.T @ d) for d in deviations]
+        pairs = [(a, b) for a in range(4) for b in range(4) if a != b]
+        direct.append(np.mean([grams[a] @ grams[b] for a, b in pairs]))
+        closest.append(min(np.abs(images[a] - images[b]).mean() for a, b in pairs))
     np.testing.assert_allclose(penalised.similarity, direct, rtol=1e-4)
     np.testing.assert_allclose(gram_similarity(maps), direct, rtol=1e-4)
+    np.testing.assert_allclose(penalised.least_difference, closest, rtol=1e-5)
+    np.testing.assert_array_equal(penalised.alike, (np.array(direct) >= 0.95) | (np.array(closest) < 0.05))
     assert penalised.similarity.mean() < groups[0.0].similarity.mean() - 0.05
 
 

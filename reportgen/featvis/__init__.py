@@ -40,13 +40,22 @@ from .probes import PLAIN, LayerPath, Probe, layer_path, layer_probe, logit_prob
 from .render import CLASS_PRESET, FeatVisSettings, Part, Renderer, RenderResult, penalties, render_units, stack
 
 __all__ = [
-    "CLASS_PRESET", "DIVERSITY_IMAGES", "LOGITS", "FeatVisSettings", "FilterImages", "Objective", "RenderResult",
-    "Renderer", "UnitViews", "canvas_size", "channel", "class_logit", "class_margin", "diversity", "gram_similarity",
-    "layer_mean", "mean_logit", "neuron", "render_units", "unit_part", "visualize_classes", "visualize_filters",
-    "visualize_model",
+    "ALIKE_SIMILARITY", "CLASS_PRESET", "DIVERSITY_IMAGES", "LOGITS", "SAME_PICTURE", "FeatVisSettings", "FilterImages",
+    "Objective", "RenderResult", "Renderer", "UnitViews", "canvas_size", "channel", "class_logit", "class_margin",
+    "diversity", "gram_similarity", "layer_mean", "least_pixel_difference", "mean_logit", "neuron", "render_units",
+    "unit_part", "visualize_classes", "visualize_filters", "visualize_model",
 ]
 
 DIVERSITY_IMAGES = 4  # images of one unit rendered together with the diversity term (Lucid's batch of 4)
+# A diverse group's images start five times as spread out as other images, so they fall less often onto the same
+# optimum: two images of one of mnist-3conv conv1's 24 groups (16 steps) came out the same white blob from the
+# usual start, none from this one.
+DIVERSE_SPREAD = 5.0
+# A diverse group came out alike when its mean Gram similarity reaches ALIKE_SIMILARITY, or when two of its images
+# are the same picture: their mean absolute pixel difference (pixels in [0, 1]) is under SAME_PICTURE. (Centred
+# Gram matrices are blind to how strong a pattern is, so two blank images that differ in faint noise score as
+# different styles; the pixels catch them.)
+ALIKE_SIMILARITY, SAME_PICTURE = 0.95, 0.05
 CHANNEL, NEURON, DIVERSE = "channel", "neuron", "diversity"  # what a slot maximises (see visualize_model)
 Item = tuple[str, str, int, int]  # (layer path or LOGITS, kind, unit, which of the unit's random starts)
 Chunk = tuple[tuple[int, int], FeatVisSettings, list[Item]]  # canvas, settings, the items optimised together
@@ -60,6 +69,12 @@ class UnitViews:
     images: np.ndarray  # (N, H, W, C) neuron images, or (N, DIVERSITY_IMAGES, H, W, C) diverse groups
     activation: np.ndarray  # (N,) the central unit's activation, or (N, DIVERSITY_IMAGES) each image's map mean
     similarity: np.ndarray | None = None  # diverse groups: (N,) mean pairwise cosine of the images' Gram matrices
+    least_difference: np.ndarray | None = None  # diverse groups: (N,) mean |pixel difference| of the closest pair
+
+    @property
+    def alike(self) -> np.ndarray:
+        """Diverse groups: (N,) True where the group came out alike (ALIKE_SIMILARITY, SAME_PICTURE)."""
+        return (self.similarity >= ALIKE_SIMILARITY) | (self.least_difference < SAME_PICTURE)
 
 
 @dataclass
@@ -181,10 +196,11 @@ def _render(network: Network, chunks: list[Chunk], paths: dict[str, LayerPath], 
                      for (name, kind), run in runs]
             probe, objective = stack(parts)
             slots = [slot for item in chunk for slot in _slots(item)]
-            steady = np.concatenate([np.full(int(part.slots.shape[0]), part.steady) for part in parts])
+            steady, spread = (np.concatenate([np.full(int(part.slots.shape[0]), getattr(part, key)) for part in parts])
+                              for key in ("steady", "start_spread"))
             result = render_units(probe, objective, size, own, [part.slots for part in parts],
                                   np.array([unit for unit, _ in slots]), seed,
-                                  np.array([attempt for _, attempt in slots]), steady)
+                                  np.array([attempt for _, attempt in slots]), steady, spread)
             totals = result.values - penalties(own, result.images) if own.starts > 1 else result.values
             offsets = np.cumsum([0] + [sum(map(_slots_of, run)) for _, run in runs])
             for (key, _), a, b in zip(runs, offsets[:-1], offsets[1:]):
@@ -245,11 +261,12 @@ def _part(network: Network, name: str, kind: str, count: int, settings: FeatVisS
     # barely separates conv2's groups: mean similarity 0.82 to 1.0, against 0.36 to 0.59.)
     slots = tf.Variable(tf.zeros([count * DIVERSITY_IMAGES], tf.int32))
     objective = relative(channel(name, slots)) - settings.diversity * diversity(name, DIVERSITY_IMAGES)
-    return Part(layer_probe(network, name, settings.leak, path=path), objective, slots)
+    return Part(layer_probe(network, name, settings.leak, path=path), objective, slots, start_spread=DIVERSE_SPREAD)
 
 
 def _diverse_views(probe: Probe, name: str, units: np.ndarray, images: np.ndarray, groups: int = 16) -> UnitViews:
-    """The groups with each image's map mean (plain activation) and each group's Gram similarity,
+    """The groups with each image's map mean (plain activation), each group's Gram similarity and the pixel
+    difference of its closest pair,
     `groups` groups at a time so the layer's maps never all sit in memory."""
     images = images.reshape(len(units), DIVERSITY_IMAGES, *images.shape[1:])
     means, similarity = [], []
@@ -260,17 +277,27 @@ def _diverse_views(probe: Probe, name: str, units: np.ndarray, images: np.ndarra
         own = units[start : start + groups]
         means.append(maps.mean(axis=2)[np.arange(len(own)), :, own])
         similarity.append(gram_similarity(maps))
-    return UnitViews(units, images, np.concatenate(means), np.concatenate(similarity))
+    return UnitViews(units, images, np.concatenate(means), np.concatenate(similarity), least_pixel_difference(images))
 
 
 def gram_similarity(maps: np.ndarray) -> np.ndarray:
     """(G, K, positions, C) activations of G groups of K images -> (G,) mean cosine similarity of the
-    Gram matrices over the K (K - 1) / 2 pairs of each group: 1 for images of the same style."""
+    Gram matrices of each map's deviation from its mean (what `diversity` penalises) over the K (K - 1) / 2
+    pairs of each group: 1 for images of the same style."""
+    maps = maps - maps.mean(axis=2, keepdims=True)
     grams = np.einsum("gkpc,gkpd->gkcd", maps, maps).reshape(*maps.shape[:2], -1)
     grams = grams / np.maximum(np.linalg.norm(grams, axis=-1, keepdims=True), 1e-10)
     cosines = np.einsum("gkx,gjx->gkj", grams, grams)
     k = maps.shape[1]
     return (cosines.sum(axis=(1, 2)) - np.trace(cosines, axis1=1, axis2=2)) / (k * (k - 1))
+
+
+def least_pixel_difference(groups: np.ndarray) -> np.ndarray:
+    """(G, K, H, W, C) images -> (G,) the mean absolute pixel difference of each group's closest pair."""
+    flat = groups.reshape(*groups.shape[:2], -1)
+    differences = np.abs(flat[:, :, None] - flat[:, None]).mean(axis=-1)  # (G, K, K)
+    differences[:, np.arange(flat.shape[1]), np.arange(flat.shape[1])] = np.inf
+    return differences.min(axis=(1, 2))
 
 
 def _all_units(network: Network, name: str) -> np.ndarray:

@@ -83,18 +83,27 @@ def diversity(layer: str, group: int) -> Objective:
     """Lucid's diversity term, per slot: the summed cosine similarity between the slot's Gram matrix at
     `layer` (every channel: the image's style there) and those of the other slots of its group of `group`
     consecutive slots. Subtracted from a unit's objective, it makes a group's images differ in kind, not
-    only in position. The batch must hold whole groups."""
+    only in position. The batch must hold whole groups.
+
+    The Gram matrices are of each map's deviation from its own mean over positions (the activations'
+    covariance): Lucid's plain Gram is dominated by the mean activation wherever a layer mostly answers
+    brightness, so a white blob and white stripes score alike and the term has nothing to push on
+    (mnist-3conv conv1: 22 of 24 groups alike with it, 8 with the centred one)."""
 
     def score(a: Activations) -> tf.Tensor:
-        values = a[layer]
-        channels = values.shape[-1]
-        flat = tf.reshape(values, [tf.shape(values)[0], -1, channels])
-        grams = tf.reshape(tf.matmul(flat, flat, transpose_a=True), [-1, group, channels * channels])
+        grams = tf.reshape(centred_grams(a[layer]), [-1, group, a[layer].shape[-1] ** 2])
         grams = tf.math.l2_normalize(grams, axis=-1, epsilon=1e-10)
         similarity = tf.matmul(grams, grams, transpose_b=True)  # (groups, group, group)
         return tf.reshape(tf.reduce_sum(similarity, axis=-1) - tf.linalg.diag_part(similarity), [-1])
 
     return Objective(score, frozenset({layer}), f"diversity({layer}, {group})")
+
+
+def centred_grams(values: tf.Tensor) -> tf.Tensor:
+    """(B, ..., C) activations -> (B, C, C): the Gram matrix of each map's deviation from its mean."""
+    flat = tf.reshape(values, [tf.shape(values)[0], -1, values.shape[-1]])
+    flat = flat - tf.reduce_mean(flat, axis=1, keepdims=True)
+    return tf.matmul(flat, flat, transpose_a=True)
 
 
 def relative(objective: Objective) -> Objective:

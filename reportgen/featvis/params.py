@@ -80,11 +80,13 @@ class SmoothPixelParam(PixelParam):
         radius = max(1, int(np.ceil(2 * sigma)))
         taps = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma**2))
         kernel = np.outer(taps, taps) / taps.sum() ** 2
-        self.kernel = tf.constant(np.tile(kernel[:, :, None, None], (1, 1, channels, 1)).astype(np.float32))
+        # Each channel blurred on its own, as a plain conv with a diagonal kernel: on CPU the depthwise conv
+        # that does the same took 2.4x as long, forward and back (39% of mnist-3conv's class images).
+        self.kernel = tf.constant((kernel[:, :, None, None] * np.eye(channels)).astype(np.float32))
         self.gain = 1.0 + sigma  # the blur averages neighbours away: without it strokes never reach white
 
     def to_image(self, param: tf.Tensor) -> tf.Tensor:
-        return to_unit_range(self.gain * tf.nn.depthwise_conv2d(param, self.kernel, [1, 1, 1, 1], "SAME"))
+        return to_unit_range(self.gain * tf.nn.conv2d(param, self.kernel, 1, "SAME"))
 
     def from_image(self, images: np.ndarray) -> np.ndarray:
         """Approximate (a blur has no exact inverse): the unblurred logits scaled back by the gain."""

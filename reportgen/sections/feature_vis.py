@@ -120,6 +120,8 @@ def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
     numbers = {"filters": filters, "shown": len(units), "dead": int(dead.sum()), "live_reaching_dataset_max": share,
                "median_activation_over_dataset_max": float(np.median(ratios)) if live.any() else None,
                "uniform_images": int(uniform.sum())}
+    if result.diversity is not None:
+        numbers |= {"diverse_groups": len(result.diversity.units), "alike_groups": int(result.diversity.alike.sum())}
     records, gallery = _unit_files(ctx, name, result, neurons, fields, dataset_mean, dataset_peak, reached, dead,
                                    uniform, paged)
     section.figures.append(Figure(
@@ -199,7 +201,9 @@ def _unit_files(ctx: ModelContext, name: str, result: FilterImages, neurons: dic
             images["diversity"] = [save_unit_png(ctx, name, u, f"diversity-{i}", image)
                                    for i, image in enumerate(diverse.images[g])]
             record["diversity"] = {"activation": diverse.activation[g].tolist(),
-                                   "gram_similarity": float(diverse.similarity[g])}
+                                   "gram_similarity": float(diverse.similarity[g]),
+                                   "least_pixel_difference": float(diverse.least_difference[g]),
+                                   "alike": bool(diverse.alike[g])}
         records.append(record)
         gallery.append(gallery_tile(record, f"{slug}/{u}.html" if u in paged else None))
     return records, gallery

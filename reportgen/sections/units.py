@@ -12,6 +12,7 @@ import numpy as np
 from .. import progress
 from ..context import ModelContext
 from ..dataset_examples import LayerExamples, top_k
+from ..featvis import ALIKE_SIMILARITY, SAME_PICTURE
 from ..imaging import magnified, resize_nearest, tile_grid, tile_size
 from ..model import ConvUnit, ReceptiveField
 from ..model.surgery import RELU_RULES
@@ -25,9 +26,6 @@ QUICK_UNITS = 8  # per layer in a quick build
 OUTSIDE_FILL = 0.5  # grey where a receptive field hangs over the image border
 BLANK = 1.0  # the tile background
 PROOF_ROWS = 32  # per layer and rule: full-image projections checked against the receptive field
-# A diverse group this similar (mean Gram cosine) came out alike: first-layer filters whose best input is uniform
-# give four white images whatever the penalty (mnist-3conv conv1: 1.00).
-ALIKE_SIMILARITY = 0.95
 
 
 @dataclass
@@ -235,7 +233,7 @@ def _pages(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, pictures: Laye
             "views": views, "view_size": magnified(*pictures.canvas) if views and pictures else None,
             "diversity": record.get("diversity") if record else None,
             "diverse_images": len(record["images"].get("diversity", [])) if record else 0,
-            "alike": ALIKE_SIMILARITY,
+            "alike_similarity": ALIKE_SIMILARITY, "same_picture": SAME_PICTURE,
             "neuron": bool(record and "neuron" in record["images"]),
             "uniform": bool(record and "neuron_field" in record["images"]),
             "crop_size": crop_size, "projections": projections,
