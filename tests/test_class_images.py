@@ -116,9 +116,9 @@ def test_the_classes_run_with_their_own_settings_and_every_start(monkeypatch):
 
     calls, real = [], featvis.render_units
 
-    def spy(probe, objective, size, settings, slots, units, seed, attempts=None, steady=None):
+    def spy(probe, objective, size, settings, slots, units, seed, attempts=None, *more):
         calls.append((settings, len(units), None if attempts is None else attempts.tolist(), objective.name))
-        return real(probe, objective, size, settings, slots, units, seed, attempts, steady)
+        return real(probe, objective, size, settings, slots, units, seed, attempts, *more)
 
     monkeypatch.setattr(featvis, "render_units", spy)
     classes = FAST.for_classes({"starts": 2})
