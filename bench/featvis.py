@@ -69,6 +69,7 @@ def main() -> None:
     class_result = results.pop(LOGITS)
 
     fresh, compiled, eager, stepwise, flops = 0.0, 0.0, 0.0, 0.0, 0
+    network = Network.of(model)
     for name, probe, make_objective, count in [
         *((n, layer_probe(model, n, settings.leak), lambda s, n=n: channel(n, s), sizes[n]) for n in layers),
         (LOGITS, logit_probe(model), class_logit, classes),
@@ -83,10 +84,11 @@ def main() -> None:
         fresh += (time.perf_counter() - start) * count / len(sample)
         start = time.perf_counter()
         for unit in sample:
-            step_by_step(probe, make_objective(int(unit)), canvas_size(probe, settings), settings, int(unit))
+            step_by_step(probe, make_objective(int(unit)), canvas_size(network, probe, settings), settings, int(unit))
         stepwise += (time.perf_counter() - start) * count / len(sample)
         part = unit_part(model, name, 1, settings)  # the engine's own probe and objective, one slot
-        engine = Renderer(part.probe, part.objective, canvas_size(part.probe, settings), settings, part.slots, batch=1)
+        engine = Renderer(part.probe, part.objective, canvas_size(network, part.probe, settings), settings, part.slots,
+                          batch=1)
         engine.run(sample[:1], 0)  # traced once, outside the timing
         flops += step_flops(engine) * count * settings.steps
         start = time.perf_counter()
@@ -94,7 +96,7 @@ def main() -> None:
             engine.run(np.array([unit]), 0)
         compiled += (time.perf_counter() - start) * count / len(sample)
         slots = tf.Variable([0])
-        peer = Renderer(probe, make_objective(slots), canvas_size(probe, settings), settings, slots, batch=1)
+        peer = Renderer(probe, make_objective(slots), canvas_size(network, probe, settings), settings, slots, batch=1)
         tf.config.run_functions_eagerly(True)  # the peer's loop, run eagerly step by step as tf-keras-vis does
         start = time.perf_counter()
         for unit in sample[: max(1, len(sample) // 2)]:

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import progress
 from .config import BuildOptions, ModelSpec, parse_model
+from .data import as_images_and_labels
 from .errors import ReportgenError
 from .slugs import slugify
 
@@ -29,10 +30,11 @@ DATA_FORMS = ("(x_test, y_test), (x_train, y_train, x_test, y_test), ((x_train, 
 
 def build_report(model: Any, data: Any, out: str | Path = "site", *, name: str | None = None,
                  class_names: Sequence[str] | None = None, quick: bool = False,
-                 input_range: tuple[float, float] | None = None, seed: int = 0,
+                 input_range: tuple[float, float] | None = None,
+                 preprocess: str | dict[str, Any] | None = None, seed: int = 0,
                  budget: dict[str, Any] | None = None, dream_image: str | Path | None = None,
                  history: dict[str, list[float]] | None = None, description: str = "",
-                 quiet: bool = False) -> dict[str, Any]:
+                 output: str | None = None, quiet: bool = False) -> dict[str, Any]:
     """Build the report of one trained model into the site folder `out`, as `reportgen build` does.
 
     Args:
@@ -50,11 +52,19 @@ def build_report(model: Any, data: Any, out: str | Path = "site", *, name: str |
         input_range: The pixel values of black and white the model was trained on, e.g. (0, 255). Default:
             detected from a Rescaling or Normalization layer at the model's start; for arrays with no such
             layer, the range the arrays are in (uint8 or above 1.5: [0, 255]; below 0: [-1, 1]; else [0, 1]).
+        preprocess: The preprocessing the model's images went through outside the model, instead of
+            `input_range`: "caffe", "tf" or "torch" for `keras.applications.<family>.preprocess_input` in that
+            mode, or a dict with any of `scale` (the value of white, default 1), `mean` and `std` (one number or
+            one per channel, in the model's channel order) and `channels` ("rgb" or "bgr"): the model is fed
+            `(x * scale - mean) / std`, channels reordered first. Give the images as they were before
+            preprocessing (e.g. uint8 or [0, 255] for `preprocess_input`).
         seed: Seed of every random start, so a rebuild draws the same pictures.
         budget: How much of a large model gets galleries, e.g. `{"layers": 8, "units": 256}` (see README).
         dream_image: A photo for DeepDream (default: scikit-image's sample cat).
         history: `model.fit(...).history`, to show the training curves.
         description: A paragraph for the top of the page.
+        output: For a model with several outputs, the classifier output to report on, by its layer's name
+            (default: the one output whose size is the number of classes).
         quiet: No progress output.
 
     Returns:
@@ -71,8 +81,8 @@ def build_report(model: Any, data: Any, out: str | Path = "site", *, name: str |
     try:
         with tempfile.TemporaryDirectory(prefix="reportgen-api-") as folder:
             spec = model_spec(model, data, Path(folder), name=name, class_names=class_names,
-                              input_range=input_range, budget=budget, dream_image=dream_image,
-                              history=history, description=description)
+                              input_range=input_range, preprocess=preprocess, budget=budget, dream_image=dream_image,
+                              history=history, description=description, output=output)
             options = BuildOptions(out=Path(out), cache_dir=Path(folder) / "cache", seed=seed, quick=quick)
             (report,) = build_site([spec], options)
     finally:
@@ -82,8 +92,10 @@ def build_report(model: Any, data: Any, out: str | Path = "site", *, name: str |
 
 def model_spec(model: Any, data: Any, folder: Path, *, name: str | None = None,
                class_names: Sequence[str] | None = None, input_range: tuple[float, float] | None = None,
+               preprocess: str | dict[str, Any] | None = None,
                budget: dict[str, Any] | None = None, dream_image: str | Path | None = None,
-               history: dict[str, list[float]] | None = None, description: str = "") -> ModelSpec:
+               history: dict[str, list[float]] | None = None, description: str = "",
+               output: str | None = None) -> ModelSpec:
     """The `ModelSpec` of a model and data given in Python, their files written into `folder`; the
     arguments are checked as a config file's entry is."""
     name = name if name is not None else _model_name(model)
@@ -96,12 +108,23 @@ def model_spec(model: Any, data: Any, folder: Path, *, name: str | None = None,
         dataset = data
     else:
         dataset, data_range = _arrays_file(data, folder / "data.npz", class_names)
-        if input_range is None and data_range != (0.0, 1.0):
+        if input_range is None and preprocess is None and data_range != (0.0, 1.0):
             input_range = data_range
     values = {"name": str(name), "dataset": dataset, "model_file": str(model_file), "description": description,
               "input_range": None if input_range is None else list(input_range),
-              "budget": dict(budget or {}), "dream_image": None if dream_image is None else str(dream_image)}
+              "preprocess": _plain(preprocess),
+              "budget": dict(budget or {}), "dream_image": None if dream_image is None else str(dream_image),
+              "output": output}
     return parse_model({key: value for key, value in values.items() if value is not None}, "build_report", 0)
+
+
+def _plain(preprocess: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+    """A preprocess dict as a config holds it (lists, not tuples or arrays)."""
+    if not isinstance(preprocess, dict):
+        return preprocess
+    numeric = (tuple, list, np.ndarray, np.generic)
+    return {key: np.asarray(value).tolist() if isinstance(value, numeric) else value
+            for key, value in preprocess.items()}
 
 
 def _model_name(model: Any) -> str:
@@ -140,11 +163,12 @@ def _model_file(model: Any, stem: Path, history: dict[str, list[float]] | None) 
 def _arrays_file(data: Any, path: Path, class_names: Sequence[str] | None) -> tuple[str, tuple[float, float]]:
     """Test images and labels written as an `.npz` dataset in [0, 1]; returns its spec and the images' range."""
     images, labels, kind = test_arrays(data)
+    read = as_images_and_labels(images, labels, kind)
+    images = read.images
     low, high = value_range(images)
     # uint8 is kept as bytes (the loader divides by 255); anything else is mapped to [0, 1]
     scaled = images if images.dtype == np.uint8 else np.clip((images.astype(np.float32) - low) / (high - low), 0, 1)
-    labels = labels_as_indices(labels, len(images))
-    classes = int(labels.max()) + 1
+    labels, classes = read.labels, read.classes
     names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(classes)]
     if len(names) < classes:
         raise ReportgenError(f"class_names has {len(names)} names but the labels go up to {classes - 1}")
@@ -170,11 +194,11 @@ def test_arrays(data: Any) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 def _from_tf_data(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Every (images, labels) batch of the dataset; a dataset of single images (scalar labels) is batched here."""
+    """Every (images, labels) pair of the dataset, batched or not, as two arrays."""
     spec = dataset.element_spec
     if not (isinstance(spec, tuple) and len(spec) == 2):
         raise ReportgenError("a tf.data.Dataset for build_report must yield (images, labels) pairs")
-    if spec[1].shape.rank == 0:
+    if not _is_batched(spec[0].shape, spec[1].shape):
         dataset = dataset.batch(256)
     images, labels = [], []
     for x, y in dataset.as_numpy_iterator():
@@ -183,6 +207,18 @@ def _from_tf_data(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
     if not images:
         raise ReportgenError("the tf.data.Dataset given to build_report is empty")
     return np.concatenate(images), np.concatenate(labels)
+
+
+def _is_batched(image_shape: Any, label_shape: Any) -> bool:
+    """Whether a dataset's elements are batches: (N, H, W, C) images, or (N, H, W) gray ones beside labels with
+    an unknown or matching first dimension; one image is (H, W) or (H, W, C) beside an index or a one-hot row."""
+    if image_shape.rank != 3:
+        return image_shape.rank == 4
+    if label_shape.rank in (0, 2):
+        return label_shape.rank == 2
+    if image_shape[0] is None or label_shape[0] is None:
+        return True
+    return image_shape[0] == label_shape[0] and image_shape[-1] not in (1, 3)
 
 
 def value_range(images: np.ndarray) -> tuple[float, float]:
@@ -201,16 +237,11 @@ def value_range(images: np.ndarray) -> tuple[float, float]:
     if low >= -1.0 and high <= 1.0:
         return -1.0, 1.0
     raise ReportgenError(f"images range from {low:g} to {high:g}: pass input_range=(black, white), the values "
-                         "the model was trained to take for a black and a white pixel")
+                         "the model was trained to take for a black and a white pixel, or, for images that went "
+                         "through preprocess_input, the images before it with preprocess=\"caffe\", \"tf\" or "
+                         "\"torch\"")
 
 
 def labels_as_indices(labels: np.ndarray, count: int) -> np.ndarray:
-    """Class indices (N,) from indices, (N, 1) columns or one-hot rows."""
-    if labels.ndim == 2 and labels.shape[1] > 1:
-        labels = labels.argmax(axis=1)
-    labels = labels.reshape(-1)
-    if len(labels) != count:
-        raise ReportgenError(f"{count} images but {len(labels)} labels")
-    if not np.issubdtype(labels.dtype, np.number) or np.any(labels < 0) or np.any(labels != np.round(labels)):
-        raise ReportgenError("labels must be class indices 0, 1, ... or one-hot rows")
-    return labels.astype(np.int64)
+    """Class indices (N,) from indices, (N, 1) columns or one-hot rows (the rules of `as_images_and_labels`)."""
+    return as_images_and_labels(np.zeros((count, 1, 1), np.uint8), labels, "labels").labels

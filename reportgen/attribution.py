@@ -109,8 +109,7 @@ def _compile_gradients(graph: ModelGraph, point: str | None,
     """Per row: the input gradient of its class score, the score, and Grad-CAM and Grad-CAM++ of the
     layer output at `point` (stacked on the last axis, resized to the input) from the same backward pass."""
     output = graph[graph.output].tensor
-    extractor = keras.Model(graph.input, [output, graph[point].tensor if point else output])
-    size = input_shape[:2]
+    extractor = graph.model_of([output, graph[point].tensor if point else output])
 
     @tf.function(input_signature=_image_spec(input_shape))
     def gradients(x: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -120,8 +119,9 @@ def _compile_gradients(graph: ModelGraph, point: str | None,
             scores = class_scores(logits, classes)
             total = tf.reduce_sum(scores)
         grad_x, grad_a = tape.gradient(total, [x, a])
+        size = tf.shape(x)[1:3]  # the images' own size, also for a model that takes any size
         if not point:
-            return grad_x, scores, tf.zeros((tf.shape(x)[0], *size, len(CAM_METHODS)))
+            return grad_x, scores, tf.zeros(tf.concat([tf.shape(x)[:3], [len(CAM_METHODS)]], axis=0))
         cams = tf.stack([grad_cam(a, grad_a), grad_cam_plus_plus(a, grad_a)], axis=-1)
         return grad_x, scores, tf.image.resize(cams, size, method="bilinear")
 
@@ -174,9 +174,13 @@ class Attributor:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """(N, C) pre-softmax outputs for images `x`, in bounded batches."""
-        step = batch_rows(self._input_shape, self._network.activation_values())
+        step = self._batch_rows(x)
         chunks = [self._logits(tf.constant(x[i : i + step], tf.float32)).numpy() for i in range(0, len(x), step)]
         return np.concatenate(chunks) if chunks else np.zeros((0, 1), np.float32)
+
+    def _batch_rows(self, x: np.ndarray) -> int:
+        """Rows per gradient call for images like `x` (a model that takes any size is fed them at their size)."""
+        return batch_rows(x.shape[1:], self._network.activation_values(x.shape[1:3]))
 
     def __call__(self, x: np.ndarray, classes: np.ndarray, samples: int = 16, noise: float = 0.15, steps: int = 16,
                  seed: int = 0, control: bool = False, batch_size: int | None = None) -> Attributions:
@@ -199,7 +203,7 @@ class Attributor:
             raise ValueError("no images to explain")
         x = np.asarray(x, np.float32)
         classes = np.asarray(classes, np.int32)
-        batch_size = batch_size or batch_rows(self._input_shape, self._network.activation_values())
+        batch_size = batch_size or self._batch_rows(x)
         per_image = 1 + steps + samples  # the image, the baseline, steps - 1 path points, the noisy copies
         images_per_chunk = max(1, batch_size // per_image)
         rng = np.random.default_rng(seed)
@@ -240,7 +244,7 @@ class Attributor:
 
     def guided_backprop(self, x: np.ndarray, classes: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """(N, H, W) max over channels of |guided-backprop gradient| (Springenberg et al. 2015)."""
-        step = batch_size or batch_rows(self._input_shape, self._network.activation_values())
+        step = batch_size or self._batch_rows(x)
         grads = [self._guided_gradient(tf.constant(x[i : i + step], tf.float32),
                                        tf.constant(np.asarray(classes[i : i + step], np.int32))).numpy()
                  for i in range(0, len(x), step)]

@@ -5,7 +5,10 @@ Every usage or input error ends as one line, `Error: ...`, with exit code 2.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -13,7 +16,7 @@ from pathlib import Path
 import click
 
 from . import __version__, progress
-from .config import BuildOptions, Config, ModelSpec, load_config
+from .config import PREPROCESS_MODES, BuildOptions, Config, ModelSpec, load_config
 from .errors import ReportgenError
 
 
@@ -36,8 +39,16 @@ def config_option(f):
 @config_option
 @click.option("--model", "models", multiple=True, metavar="NAME",
               help="Build only this configured model (repeatable). Default: all of them.")
-@click.option("--model-file", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--model-file", type=click.Path(path_type=Path),
               help="Report on your own saved model (.keras or .h5) instead; needs --dataset.")
+@click.option("--output", "output_name", metavar="NAME",
+              help="For a model with several outputs: the classifier output to report on, by its layer's name.")
+@click.option("--import", "imports", multiple=True, metavar="MODULE_OR_FILE",
+              help="Import this module (dotted name) or .py file before loading the model, so the custom layers "
+                   "it registers load (repeatable).")
+@click.option("--trust-model-code", is_flag=True,
+              help="Load the model with Keras' safe mode off, so Lambda layers load: this runs Python code stored "
+                   "in the model file. Only for files you trust.")
 @click.option("--dataset", help="Dataset for --model-file: mnist, fashion_mnist, cifar10, cats_vs_dogs, "
                                 "folder:PATH or npz:PATH (x_test, y_test).")
 @click.option("--name", help="Report name for --model-file (default: the file's name).")
@@ -51,10 +62,14 @@ def config_option(f):
 @click.option("--input-range", callback=lambda ctx, param, value: parse_range(value), metavar="LOW,HIGH",
               help="Pixel values the model was trained on, e.g. 0,255 or -1,1 (default: detected from a "
                    "Rescaling or Normalization layer at the model's start, else 0,1).")
+@click.option("--preprocess", type=click.Choice(PREPROCESS_MODES), metavar="MODE",
+              help="The model's images went through keras.applications' preprocess_input in this mode, outside the "
+                   "model: caffe (VGG, ResNet50), tf (MobileNet(V2), ResNetV2, Xception, Inception) or torch "
+                   "(DenseNet). A per-channel mean and std: preprocess = { ... } in the config.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output: only errors.")
 @click.option("--debug", is_flag=True, help="Show the full traceback of an unexpected error.")
-def build(config_path, models, model_file, dataset, name, out, retrain, force, quick, seed, dream_image, input_range,
-          quiet, debug) -> None:
+def build(config_path, models, model_file, output_name, imports, trust_model_code, dataset, name, out, retrain, force,
+          quick, seed, dream_image, input_range, preprocess, quiet, debug) -> None:
     """Train or load each model, run every visualization and write the site.
 
     \b
@@ -69,10 +84,12 @@ def build(config_path, models, model_file, dataset, name, out, retrain, force, q
     progress.set_quiet(quiet)
     config = load_config(config_path)
     specs = select_models(config, models, model_file, dataset, name)
-    overrides = {"dream_image": str(dream_image) if dream_image else None, "input_range": input_range}
+    overrides = {"dream_image": str(dream_image) if dream_image else None}
     overrides = {key: value for key, value in overrides.items() if value is not None}
+    overrides.update(input_overrides(input_range, preprocess))
     if overrides:
         specs = [ModelSpec(**{**vars(s), **overrides}) for s in specs]
+    specs = [model_file_overrides(s, output_name, imports, trust_model_code) for s in specs]
     options = BuildOptions(
         out=out or config.resolve(config.out),
         cache_dir=config.resolve(config.cache_dir),
@@ -99,6 +116,26 @@ def parse_range(value: str | None) -> list[float] | None:
     if not low < high:
         raise click.BadParameter(f"{value!r}: LOW must be below HIGH", param_hint="'--input-range'")
     return [low, high]
+
+
+def input_overrides(input_range: list[float] | None, preprocess: str | None) -> dict[str, object]:
+    """--input-range or --preprocess replaces both of a configured model's settings; neither keeps them."""
+    if input_range is not None and preprocess is not None:
+        raise ReportgenError("give --input-range or --preprocess, not both: preprocess includes the range")
+    if input_range is None and preprocess is None:
+        return {}
+    return {"input_range": input_range, "preprocess": preprocess}
+
+
+def model_file_overrides(spec: ModelSpec, output_name: str | None, imports: tuple[str, ...],
+                         trust_model_code: bool) -> ModelSpec:
+    """The spec with --output, --import (added to its imports) and --trust-model-code applied."""
+    changes: dict[str, object] = {"imports": [*spec.imports, *imports]}
+    if output_name is not None:
+        changes["output"] = output_name
+    if trust_model_code:
+        changes["trust_model_code"] = True
+    return dataclasses.replace(spec, **changes)
 
 
 def select_models(config: Config, names: tuple[str, ...], model_file: Path | None, dataset: str | None,
@@ -172,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     (`--debug` shows the traceback of an unexpected one)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
-        code = cli.main(args=argv, prog_name="reportgen", standalone_mode=False)
+        with native_stderr_dropped(unless="--debug" in argv):
+            code = cli.main(args=argv, prog_name="reportgen", standalone_mode=False)
     except click.UsageError as exc:
         fail(exc.format_message())
     except ReportgenError as exc:
@@ -187,6 +225,34 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{type(exc).__name__}: {detail} (an unexpected error: the site is as it was before this model's "
              "build; --debug shows where it happened)")
     sys.exit(code or 0)
+
+
+@contextlib.contextmanager
+def native_stderr_dropped(unless: bool = False):
+    """While the command runs, what native code writes to the process's stderr is dropped, and Python's own
+    stderr (progress, warnings, the `Error:` line) still reaches the terminal through a copy of it.
+
+    TensorFlow's C++ start-up lines (absl's "All log messages before absl::InitializeLog()", oneDNN's notice,
+    a failed cuInit on a machine without a GPU) bypass TF_CPP_MIN_LOG_LEVEL and would stand before every
+    `Error:` line. Nothing changes once TensorFlow is imported (a notebook, the tests) or with `unless`
+    (`--debug`)."""
+    if unless or "tensorflow" in sys.modules:
+        yield
+        return
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    python_stderr = sys.stderr
+    sys.stderr = open(terminal, "w", buffering=1, encoding=python_stderr.encoding or "utf-8",  # noqa: SIM115
+                      errors="backslashreplace", closefd=False)
+    with open(os.devnull, "wb") as null:
+        os.dup2(null.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(terminal, 2)
+        sys.stderr = python_stderr
+        os.close(terminal)
 
 
 def build_main() -> None:

@@ -39,7 +39,11 @@ class ModelSpec:
     description: str = ""
     feature_vis: dict[str, Any] = field(default_factory=dict)  # FeatVisSettings overrides, e.g. {steps = 256}
     input_range: list[float] | None = None  # pixel values the model was trained on, e.g. [0, 255]; None: detected
+    preprocess: str | dict[str, Any] | None = None  # preprocessing outside the model: "caffe", "tf", "torch" or a table
     budget: dict[str, Any] = field(default_factory=dict)  # Budget overrides for large models, e.g. {layers = 8}
+    output: str | None = None  # the output to report on, by its layer's name, for a model with several
+    imports: list[str] = field(default_factory=list)  # modules or .py files with the model's custom classes
+    trust_model_code: bool = False  # load with Keras' safe mode off: Lambda layers run code stored in the file
 
     @property
     def slug(self) -> str:
@@ -105,6 +109,12 @@ CLASS_OBJECTIVES = ("logit", "margin")
 PARAMETERIZATIONS = ("auto", "fft", "pixel", "smooth", "auto-smooth")
 BUDGET_KEYS = {"layers": int, "units": int, "choose": str, "picture_work": int}
 BUDGET_CHOICES = ("activation", "even")
+PREPROCESS_MODES = ("caffe", "tf", "torch")  # keras.applications.imagenet_utils.preprocess_input's modes
+PREPROCESS_KEYS = ("scale", "mean", "std", "channels")
+PREPROCESS_FORMS = ('"caffe", "tf" or "torch" (the modes of keras.applications\' preprocess_input), or a table such as '
+                    '{ scale = 255, mean = [123.68, 116.78, 103.94], std = [58.4, 57.1, 57.4], channels = "rgb" } '
+                    '(every key optional: scale, the value of white before the mean, above 0; mean and std, one '
+                    'number or one per channel in the model\'s order, std above 0; channels, "rgb" or "bgr")')
 MODEL_FIELDS = {f.name: f for f in dataclasses.fields(ModelSpec)}
 # A plain key's check comes from its annotation: `int` keys are counts (at least 1), `str` and `str | None`
 # keys strings. Keys of any other type need their own branch in _check_field.
@@ -165,6 +175,9 @@ def parse_model(raw: Any, source: str, index: int) -> ModelSpec:
     spec = ModelSpec(**raw)
     if bool(spec.architecture) == bool(spec.model_file):
         raise ReportgenError(f"{source}: {where} needs exactly one of 'architecture' or 'model_file'")
+    if spec.input_range is not None and spec.preprocess is not None:
+        raise ReportgenError(f"{source}: {where} sets both 'input_range' and 'preprocess': keep one (preprocess "
+                             "includes the range)")
     if spec.compare_classes and len(spec.compare_classes) != 2:
         raise ReportgenError(f"{source}: 'compare_classes' in {where} must list two class ids")
     if not spec.name.strip():
@@ -188,6 +201,19 @@ def _check_field(key: str, value: Any, where: str, source: str) -> None:
                 and value[0] < value[1]):
             return
         raise ReportgenError(f"{source}: 'input_range' in {where} must be two numbers, low < high, e.g. [0, 255]")
+    if key == "preprocess":
+        if preprocess_problem(value):
+            raise ReportgenError(f"{source}: {preprocess_error(value, where)}")
+        return
+    if key == "imports":
+        if isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value):
+            return
+        raise ReportgenError(f"{source}: 'imports' in {where} must be a list of module names or .py files, "
+                             'e.g. ["my_layers", "src/blocks.py"]')
+    if key == "trust_model_code":
+        if isinstance(value, bool):
+            return
+        raise ReportgenError(f"{source}: 'trust_model_code' in {where} must be true or false, not {value!r}")
     if key == "compare_classes":
         if isinstance(value, list) and all(_is_int(v) for v in value):
             return
@@ -196,6 +222,43 @@ def _check_field(key: str, value: Any, where: str, source: str) -> None:
     _check_type(value, expected, f"'{key}' in {where}", source)
     if expected is int and value < 1:
         raise ReportgenError(f"{source}: '{key}' in {where} must be at least 1, not {value}")
+
+
+def preprocess_problem(value: Any) -> str | None:
+    """What is wrong with a `preprocess` setting (see PREPROCESS_FORMS), or None."""
+    if isinstance(value, str):
+        return None if value in PREPROCESS_MODES else f"unknown mode {value!r}"
+    if not isinstance(value, dict):
+        return f"not {type(value).__name__} ({value!r})"
+    if not value:
+        return "an empty table"
+    unknown = [key for key in value if key not in PREPROCESS_KEYS]
+    if unknown:
+        return f"unknown key {unknown[0]!r}"
+    if "scale" in value and not (_is_number(value["scale"]) and value["scale"] > 0):
+        return f"scale {value['scale']!r} is not a number above 0"
+    lengths = []
+    for key, positive in (("mean", False), ("std", True)):
+        if key not in value:
+            continue
+        setting = value[key]
+        numbers = list(setting) if isinstance(setting, (list, tuple)) else [setting]
+        if not numbers or not all(_is_number(v) and (v > 0 or not positive) for v in numbers):
+            above = " above 0" if positive else ""
+            return f"{key} {setting!r} is not one number{above} or a list of one per channel"
+        if len(numbers) > 1:
+            lengths.append(len(numbers))
+    if len(set(lengths)) > 1:
+        return f"mean and std give {lengths[0]} and {lengths[1]} channels"
+    if value.get("channels", "rgb") not in ("rgb", "bgr"):
+        return f"channels {value['channels']!r} is not \"rgb\" or \"bgr\""
+    return None
+
+
+def preprocess_error(value: Any, where: str = "") -> str:
+    """One line: what is wrong with a `preprocess` setting, and the forms it may take."""
+    label = f"'preprocess' in {where}" if where else "preprocess"
+    return f"{label}: {preprocess_problem(value) or 'malformed'}; it must be {PREPROCESS_FORMS}"
 
 
 def _check_feature_vis(value: Any, where: str, source: str, prefix: str = "feature_vis") -> None:

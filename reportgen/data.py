@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -144,9 +145,61 @@ def _load_folders(name: str, root: Path, image_size: tuple[int, int]) -> Dataset
     return Dataset(name, x_train, y_train, x_test, y_test, classes)
 
 
+@dataclass
+class ImagesAndLabels:
+    """Test images (N, H, W, C) in their own dtype and range, class indices (N,), and the class count the labels
+    imply (one-hot columns, else the largest index + 1)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: int
+
+
+IMAGE_AND_LABEL_FORMS = ("images (N, H, W) or (N, H, W, C), uint8 or float, and labels as class indices (N,), "
+                         "(N, 1) columns or one-hot rows (N, classes)")
+
+
+def as_images_and_labels(x: Any, y: Any, source: str) -> ImagesAndLabels:
+    """The one reading of test images and labels, for `npz:` files, numpy arrays and `tf.data`.
+
+    Args:
+        x: Images (N, H, W) or (N, H, W, C) of any numeric dtype (a channel axis is added to (N, H, W)).
+        y: Labels: class indices (N,), an (N, 1) column, or one-hot (or probability) rows (N, classes).
+        source: What the arrays came from, for the error message.
+
+    Returns:
+        The images with a channel axis, the labels as int64 class indices, and the class count.
+
+    Raises:
+        ReportgenError: Shapes or values that are none of these forms.
+    """
+    images, labels = np.asarray(x), np.asarray(y)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or not len(images):
+        raise ReportgenError(f"{source}: images of shape {images.shape}; expected {IMAGE_AND_LABEL_FORMS}")
+    if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
+        raise ReportgenError(f"{source}: images must be numbers, not {images.dtype}")
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        classes = labels.shape[1]
+        labels = labels.argmax(axis=1)
+    elif labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1):
+        labels = labels.reshape(-1)
+        classes = 0
+    else:
+        raise ReportgenError(f"{source}: labels of shape {labels.shape}; expected {IMAGE_AND_LABEL_FORMS}")
+    if len(labels) != len(images):
+        raise ReportgenError(f"{source}: {len(images)} images but {len(labels)} labels; expected "
+                             f"{IMAGE_AND_LABEL_FORMS}")
+    if not np.issubdtype(labels.dtype, np.number) or np.any(labels < 0) or np.any(labels != np.round(labels)):
+        raise ReportgenError(f"{source}: labels must be class indices 0, 1, ... or one-hot rows")
+    labels = labels.astype(np.int64)
+    return ImagesAndLabels(images, labels, max(classes, int(labels.max()) + 1))
+
+
 def _load_npz(path: Path) -> Dataset:
-    """`x_test` (N, H, W[, C]) as uint8 0-255 or floats in [0, 1], `y_test` (N,) class indices, and optionally
-    `class_names` and `name`. A trained model's report needs no training images."""
+    """`x_test` and `y_test` in any form `as_images_and_labels` takes, the images uint8 0-255 or floats in [0, 1]
+    or [0, 255], and optionally `class_names` and `name`. A trained model's report needs no training images."""
     if not path.is_file():
         raise ReportgenError(f"dataset file not found: {path}")
     try:
@@ -154,18 +207,23 @@ def _load_npz(path: Path) -> Dataset:
         x, y = arrays["x_test"], arrays["y_test"]
     except (KeyError, ValueError) as exc:
         raise ReportgenError(f"{path}: not an .npz with x_test and y_test arrays ({_one_line(exc)})") from None
+    read = as_images_and_labels(x, y, str(path))
+    x = read.images
     if x.dtype == np.uint8:
         x = x.astype(np.float32) / 255.0
-    elif x.size and (x.min() < -1e-3 or x.max() > 1 + 1e-3):
-        raise ReportgenError(f"{path}: x_test must be uint8 or floats in [0, 1], not [{x.min():g}, {x.max():g}]")
-    x = np.clip(x.astype(np.float32), 0.0, 1.0)
-    x = x[..., None] if x.ndim == 3 else x
-    y = y.reshape(-1).astype(np.int64)
-    if x.ndim != 4 or len(x) != len(y) or not len(y) or y.min() < 0:
-        raise ReportgenError(f"{path}: x_test {x.shape} and y_test {y.shape} must be N images and N class indices")
-    names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else [str(i) for i in range(y.max() + 1)]
+    else:
+        low, high = float(x.min()), float(x.max())
+        if low < -1e-3 or high > 255 + 1e-3:
+            raise ReportgenError(f"{path}: x_test must be uint8 or floats in [0, 1] or [0, 255], not "
+                                 f"[{low:g}, {high:g}]")
+        x = x.astype(np.float32) / (255.0 if high > 1 + 1e-3 else 1.0)
+    x = np.clip(x, 0.0, 1.0)
+    default_names = [str(i) for i in range(read.classes)]
+    names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else default_names
+    if len(names) < read.classes:
+        raise ReportgenError(f"{path}: class_names has {len(names)} names but the labels name {read.classes} classes")
     name = str(arrays["name"]) if "name" in arrays else f"npz:{path.name}"
-    return Dataset(name, x[:0], y[:0], x, y, names)
+    return Dataset(name, x[:0], read.labels[:0], x, read.labels, names)
 
 
 def _read_image_folder(folder: Path, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, list[str]]:

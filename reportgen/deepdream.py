@@ -84,7 +84,7 @@ def dream_extractor(model: keras.Model | Network, layer_names: list[str]) -> tup
     graph = network.any_size_graph
     any_size = all(graph.available(point) for point in points)
     graph = graph if any_size else network.graph
-    return keras.Model(graph.input, [graph[point].tensor for point in points]), any_size
+    return graph.model_of([graph[point].tensor for point in points]), any_size
 
 
 def similarity(photo: np.ndarray, dream: np.ndarray) -> float:
@@ -218,19 +218,17 @@ class DeepDream:
         size; sizes too small for the model (a tile, or a 1-pixel map of a target layer) are left out."""
         sizes: list[tuple[int, int]] = []
         for k in range(octaves - 1, -1, -1):
-            size = (round(photo_size[0] / scale**k), round(photo_size[1] / scale**k))
-            if size not in sizes and self._large_enough(size):
+            size = self.dream_size((round(photo_size[0] / scale**k), round(photo_size[1] / scale**k)))
+            if size is not None and size not in sizes:
                 sizes.append(size)
         return sizes or [tuple(photo_size)]  # type: ignore[list-item]
 
-    def _large_enough(self, size: tuple[int, int]) -> bool:
+    def dream_size(self, size: tuple[int, int]) -> tuple[int, int] | None:
+        """`size` or the nearest larger size the dream can run at (see `Network.accepted_size`); None when it
+        is too small: smaller than a tile, or than any size the model computes on."""
         if self.tiled:
-            return size[0] >= self.tile_size[0] and size[1] >= self.tile_size[1]
-        for name in self.layer_names:
-            rf = self.network.receptive_field(self.network.read_point(name), input_size=size)
-            if rf is not None and min(rf.output_size) < 1:
-                return False
-        return True
+            return size if size[0] >= self.tile_size[0] and size[1] >= self.tile_size[1] else None
+        return self.network.accepted_size(size)
 
     def jitter(self, size: tuple[int, int]) -> int:
         """The largest roll per step: a tile side on tiles (the seams land

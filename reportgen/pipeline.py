@@ -20,11 +20,13 @@ from .errors import ReportgenError
 from .fingerprint import file_digest, inputs_fingerprint
 from .imaging import PngWriter
 from .model import Network
+from .model.files import choose_output, image_input_size
+from .model.inputs import given_input
 from .render import render_model_pages
 from .report import Section, jsonable
 from .sections import SECTION_BUILDERS
 from .sections.changes import compare_reports
-from .training import TrainedModel, load_model_file, load_or_train
+from .training import TrainedModel, load_model_file, load_or_train, model_file_record
 
 
 def build_model_report(spec: ModelSpec, options: BuildOptions, folder: Path,
@@ -65,10 +67,14 @@ def build_model_report(spec: ModelSpec, options: BuildOptions, folder: Path,
 def load_model_and_data(spec: ModelSpec, options: BuildOptions) -> tuple[TrainedModel, Network, Dataset]:
     """A user's model file decides the image size of folder datasets; zoo models are trained on the data."""
     if spec.model_file:
-        trained = load_model_file(Path(spec.model_file))
+        trained = load_model_file(Path(spec.model_file), spec.imports, spec.trust_model_code)
+        size = image_input_size(trained.model)
+        data = load_dataset(spec.dataset, image_size=size if size and None not in size else None)
+        trained.model, trained.output = choose_output(trained.model, data.num_classes, spec.output)
+        if trained.output:
+            progress.log(f"  reporting on the model's output {trained.output!r}")
         network = read_network(trained, spec)
         shape = network.image_shape
-        data = load_dataset(spec.dataset, image_size=shape[:2] if None not in shape[:2] else None)
         data.x_test = fit_to_model(data.x_test, (None, *shape))  # the training images are not needed
     else:
         data = load_dataset(spec.dataset)
@@ -80,7 +86,7 @@ def load_model_and_data(spec: ModelSpec, options: BuildOptions) -> tuple[Trained
 
 def read_network(trained: TrainedModel, spec: ModelSpec) -> Network:
     """The model read as a flat graph, with the input range the config gives or its layers show."""
-    network = Network(trained.model, spec.input_range)
+    network = Network(trained.model, given_input(spec.input_range, spec.preprocess))
     if len(network.image_shape) != 3:
         where = spec.model_file or spec.name
         raise ReportgenError(f"{where}: input shape {(None, *network.image_shape)} is not an image "
@@ -104,11 +110,13 @@ def chance_warning(ctx: ModelContext) -> str | None:
     margin = max(0.01, 3 * np.sqrt(chance * (1 - chance) / len(ctx.data.y_test)))
     if accuracy > chance + margin:
         return None
-    low_high = ctx.network.input_range.text()
+    fed = ctx.network.input_range.text()
     return (f"test accuracy {accuracy:.4f} is at chance level ({chance:.4f} by always answering the most common "
-            f"class). The model was fed pixel values in {low_high} ({ctx.network.input_range.source}); if it was "
+            f"class). The model was fed pixel values in {fed} ({ctx.network.input_range.source}); if it was "
             "trained on another range, set input_range (e.g. [0, 255] or [-1, 1]) in reportgen.toml or pass "
-            "--input-range.")
+            "--input-range; if its images went through keras.applications' preprocess_input or a mean and "
+            "deviation per channel, set preprocess (\"caffe\", \"tf\", \"torch\" or { mean = [...], std = [...] }) "
+            "or pass --preprocess caffe|tf|torch.")
 
 
 def chance_accuracy(labels: np.ndarray) -> float:
@@ -150,6 +158,8 @@ def assemble_report(ctx: ModelContext, trained: TrainedModel, sections: list[Sec
             "params": model.count_params(), "layers": len(network.graph.nodes), "weights_sha256": weights,
             "input_range": [network.input_range.low, network.input_range.high],
             "input_range_source": network.input_range.source, "output": network.output_kind,
+            **model_file_record(trained),
+            **({"preprocess": network.input_range.preprocess_record()} if network.input_range.mode else {}),
         },
         "metrics": {
             "test_accuracy": float(np.mean(ctx.predictions == y)),

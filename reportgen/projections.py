@@ -50,7 +50,10 @@ class Projector:
     numbers at a fraction of the cost.
     """
 
-    def __init__(self, model: keras.Model | Network, layer_names: list[str], rule: str = "deconvnet") -> None:
+    def __init__(self, model: keras.Model | Network, layer_names: list[str], rule: str = "deconvnet",
+                 input_size: tuple[int, int] | None = None) -> None:
+        """`input_size`: the images' (height, width), which a model that takes any size needs for its receptive
+        fields (default: the model's input size)."""
         if rule not in RELU_RULES:
             raise ValueError(f"unknown projection rule {rule!r} (known: {', '.join(RELU_RULES)})")
         network = Network.of(model)
@@ -60,7 +63,7 @@ class Projector:
         self._network = network
         points = {name: network.read_point(name) for name in layer_names}
         self._full = {name: _compile(graph.model(point), shape) for name, point in points.items()}
-        self._fields = {name: network.receptive_field(point) for name, point in points.items()}
+        self._fields = {name: network.receptive_field(point, input_size) for name, point in points.items()}
         self._windows = {}
         window_graph = None
         for name, rf in self._fields.items():

@@ -74,7 +74,7 @@ def train_judge(data: Dataset, image_shape: tuple[int, int, int], seed: int = 0,
 
     Args:
         data: the model's dataset, images in [0, 1].
-        image_shape: the model's input (H, W, C): the judge reads what the model reads.
+        image_shape: (H, W, C) of the images it will judge: it reads them as the model does.
         seed: weights' start and batch order.
         cache_dir: where trained weights are kept, under judges/, by a hash of the training pixels, labels,
             seed and training settings: every model of a dataset, and every rebuild, reuses them. None: no cache.

@@ -27,7 +27,7 @@ def cascade_layers(model: keras.Model | Network, first: str | None = None) -> li
     `Network.randomized`). Layers inside a nested base count one by one."""
     graph = Network.of(model).graph
     weighted = [node.path for node in graph.nodes.values()
-                if node.path != INPUT and ":" not in node.path and node.layer.weights]
+                if node.path != INPUT and ":" not in node.path and getattr(node.layer, "weights", None)]
     if first is not None and first not in weighted:
         raise ValueError(f"no layer with weights at {first!r}")
     start = weighted.index(first) if first is not None else 0

@@ -65,7 +65,8 @@ def check_inputs(specs: list[ModelSpec]) -> None:
         if spec.model_file:
             from .training import load_model_file
 
-            load_model_file(Path(spec.model_file))  # fails fast on missing, corrupt or non-Keras files
+            # fails fast on missing, corrupt or non-Keras files
+            load_model_file(Path(spec.model_file), spec.imports, spec.trust_model_code)
         if spec.dream_image and not Path(spec.dream_image).is_file():
             raise ReportgenError(f"dream image not found: {spec.dream_image}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,6 @@ import numpy as np
 
 from .config import ModelSpec
 from .data import Dataset
-from .errors import ReportgenError
 from .keras_progress import FitProgress
 from .zoo import build_architecture
 
@@ -33,6 +33,10 @@ class TrainedModel:
     source: str = "trained"  # "trained", "cache" or "file"
     seconds: float = 0.0  # training time when it was trained
     path: Path | None = None  # the .keras file the weights come from
+    dtype_policy: str = "float32"  # the policy the model was saved under; reportgen computes in float32
+    mended: list[str] = field(default_factory=list)  # what reading a Keras 2 file changed in its stored config
+    trusted_code: bool = False  # loaded with Keras' safe mode off (--trust-model-code)
+    output: str | None = None  # the output reported on, when the model has several or one was named
 
 
 def load_or_train(
@@ -45,7 +49,7 @@ def load_or_train(
 ) -> TrainedModel:
     """The model of `spec`: from its file, from the cache, or trained now and cached."""
     if spec.model_file:
-        return load_model_file(Path(spec.model_file))
+        return load_model_file(Path(spec.model_file), spec.imports, spec.trust_model_code)
     folder = spec.cache_folder(cache_dir, seed, quick)
     if not retrain and (folder / "model.keras").exists():
         meta = json.loads((folder / "history.json").read_text())
@@ -86,20 +90,43 @@ def train(spec: ModelSpec, data: Dataset, seed: int, quick: bool = False) -> Tra
     return TrainedModel(model, history, "trained", time.perf_counter() - start)
 
 
-def load_model_file(path: Path) -> TrainedModel:
-    """A user's saved model (.keras or .h5), with one-line errors for every way it can fail."""
-    if not path.exists():
-        raise ReportgenError(f"model file not found: {path}")
-    if path.suffix not in (".keras", ".h5", ".hdf5"):
-        raise ReportgenError(f"{path}: not a Keras model file (expected .keras or .h5)")
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as exc:
-        detail = " ".join(str(exc).split())[:200]
-        raise ReportgenError(f"{path}: could not be loaded as a Keras model ({detail})") from None
-    if not isinstance(model, keras.Model):
-        raise ReportgenError(f"{path}: holds a {type(model).__name__}, not a Keras model")
-    return TrainedModel(model, read_history(history_path(path)), "file", 0.0, path)
+def load_model_file(path: Path, imports: Sequence[str] = (), trust_code: bool = False) -> TrainedModel:
+    """A user's saved model (.keras or .h5), read as `reportgen.model.files.read_model_file` reads it.
+
+    Args:
+        path: The model file.
+        imports: Modules or `.py` files defining its custom classes, imported first.
+        trust_code: Load with Keras' safe mode off (Lambda layers run code stored in the file).
+
+    Raises:
+        ReportgenError: One line naming the cause and the fix, for every way it can fail.
+    """
+    from .model.files import read_model_file
+
+    read = read_model_file(path, imports, trust_code)
+    return TrainedModel(read.model, read_history(history_path(path)), "file", 0.0, path,
+                        dtype_policy=read.dtype_policy, mended=read.mended, trusted_code=read.trusted_code)
+
+
+def model_file_record(trained: TrainedModel) -> dict[str, Any]:
+    """How the model was read, for report.json's `model` record."""
+    return {"dtype_policy": trained.dtype_policy, "mended": list(trained.mended),
+            "trusted_code": trained.trusted_code, "output_name": trained.output, "reading": reading_notes(trained)}
+
+
+def reading_notes(trained: TrainedModel) -> list[str]:
+    """Sentences for the model's page on how its file was read, when anything was out of the ordinary."""
+    notes = []
+    if trained.dtype_policy != "float32":
+        notes.append(f"The model was trained under {trained.dtype_policy}; reportgen computes in float32.")
+    if trained.output:
+        notes.append(f"The report is on the model's output {trained.output!r}.")
+    if trained.trusted_code:
+        notes.append("Loaded with --trust-model-code: Keras' safe mode was off, so code stored in the file "
+                     "(Lambda layers) ran.")
+    if trained.mended:
+        notes.append(f"Read as a Keras 2 file, its stored config mended for Keras 3: {'; '.join(trained.mended)}.")
+    return notes
 
 
 def history_path(model_path: Path) -> Path:

@@ -97,7 +97,8 @@ def test_feature_vis_settings_come_from_the_config(tmp_path):
 @pytest.mark.parametrize("key", list(MODEL_FIELDS))
 def test_every_model_key_is_checked(key):
     """A key added to ModelSpec is type-checked too: a plain one through its annotation, others by their branch."""
-    model = {"name": "a", "dataset": "mnist", "architecture": "mnist_3conv", key: True}
+    wrong = "yes" if MODEL_FIELDS[key].type in (bool, "bool") else True  # a value of the wrong type for every key
+    model = {"name": "a", "dataset": "mnist", "architecture": "mnist_3conv", key: wrong}
     with pytest.raises(ReportgenError) as error:
         parse_config({"models": [model]}, source="reportgen.toml", root=REPO)
     assert f"'{key}'" in str(error.value) and "reportgen.toml" in str(error.value)

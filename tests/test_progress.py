@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 from conftest import tiny_cnn
+from user_models import reportgen_process
 
 from reportgen import progress
-from reportgen.cli import main
 from reportgen.keras_progress import FitProgress
 from reportgen.model import Network
 
@@ -95,14 +95,14 @@ def test_training_and_prediction_show_epochs_batches_and_metrics(capsys, clock):
     assert len(lines) == 1 and lines[0].startswith("    predicting: 100% 5/5") and "batch" in lines[0]
 
 
-def test_quiet_build_prints_only_the_error(capsys, tmp_path):
+def test_quiet_build_prints_only_the_error(tmp_path):
+    """A saved model, built by the command line in a new process as a user runs it."""
     keras.Sequential([keras.Input((20,)), keras.layers.Dense(10, activation="softmax")]).save(tmp_path / "flat.keras")
     args = ["build", "--model-file", str(tmp_path / "flat.keras"), "--dataset", "mnist", "--out", str(tmp_path / "s")]
     for quiet in (False, True):
-        with pytest.raises(SystemExit) as exit_info:
-            main([*args, "-q"] if quiet else args)
-        assert exit_info.value.code == 2
-        lines = capsys.readouterr().err.splitlines()
+        result = reportgen_process(*args, *(["-q"] if quiet else []))
+        assert result.returncode == 2
+        lines = result.stderr.splitlines()
         assert lines[-1].startswith("Error: ") and "is not an image" in lines[-1]
         if quiet:
             assert lines == lines[-1:]

@@ -1,4 +1,7 @@
-"""User models with hostile names and unusual shapes build safe, complete sites."""
+"""User models with hostile names and unusual shapes build safe, complete sites.
+
+Each model is saved and built by the command line in a new process, as a user runs it (issue 23).
+"""
 
 import json
 from pathlib import Path
@@ -6,9 +9,7 @@ from pathlib import Path
 import keras
 import pytest
 from site_checks import html_problems, markdown_problems
-
-from reportgen.config import BuildOptions, ModelSpec
-from reportgen.site import build_site
+from user_models import reportgen_process
 
 # TensorFlow runs only layer names made of [A-Za-z0-9_.-]; the model name is free text.
 HOSTILE = "..x-y."
@@ -16,11 +17,15 @@ MODEL_NAME = "<img src=x onerror=alert(1)> & \"é\" /../../evil"
 
 
 def build(tmp_path: Path, model: keras.Model, name: str) -> Path:
+    """Save the model, then `reportgen build --quick` on a config naming it (the name as a TOML string)."""
     path = tmp_path / "model.keras"
     model.save(path)
+    config = tmp_path / "reportgen.toml"
+    config.write_text(f"[[models]]\nname = {json.dumps(name)}\ndataset = \"mnist\"\n"
+                      f"model_file = {json.dumps(str(path))}\nmax_units = 4\n", encoding="utf-8")
     out = tmp_path / "site"
-    spec = ModelSpec(name=name, dataset="mnist", model_file=str(path), max_units=4)
-    build_site([spec], BuildOptions(out=out, cache_dir=tmp_path / "cache", quick=True))
+    result = reportgen_process("build", "--config", str(config), "--quick", "--out", str(out), "-q")
+    assert result.returncode == 0, result.stderr[-3000:]
     return out
 
 

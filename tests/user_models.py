@@ -4,10 +4,17 @@ Each builder returns a `UserModel`: the Keras model, the dataset spec reportgen 
 and labels exactly as the model was trained to take them, so a test can compare reportgen's numbers with
 the model's own. Digits come from MNIST through the stock loader; the two- and three-class sets are MNIST
 digits written as PNG folders and read back by reportgen's own folder loader.
+
+`reportgen_process` runs the command line in a new Python process, as a user does from a shell: every test of a
+saved model goes that way (issue 23), since the process that made a model has already reserved its layer names
+in Keras, which hides name collisions in the models reportgen derives from it.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +26,14 @@ from PIL import Image
 from reportgen.data import fit_to_model, load_dataset
 
 TRAIN_IMAGES = 2000  # per model: enough for a few hundred steps' worth of accuracy above chance
+
+
+def reportgen_process(*args: str, env: dict[str, str] | None = None, timeout: float = 1800,
+                      cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`python -m reportgen ARGS` in a new process with this environment (KERAS_HOME: the offline datasets)
+    plus `env`; stdout and stderr captured as text."""
+    return subprocess.run([sys.executable, "-m", "reportgen", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout, cwd=cwd)
 
 
 @dataclass

@@ -91,12 +91,10 @@ class FilterImages:
     diversity: UnitViews | None = None  # filters asked for in `diverse`
 
 
-def canvas_size(probe: Probe, settings: FeatVisSettings) -> tuple[int, int]:
-    """The model's input size, capped at `settings.max_size` when the probe takes any size."""
-    height, width = probe.input_shape[:2]
-    if probe.any_size:
-        return min(height, settings.max_size), min(width, settings.max_size)
-    return height, width
+def canvas_size(network: Network, probe: Probe, settings: FeatVisSettings) -> tuple[int, int]:
+    """The model's input size, capped at `settings.max_size` when the probe takes any size (or the model has
+    free dimensions), never below what the model accepts (`Network.canvas`)."""
+    return network.canvas(settings.max_size, any_size=probe.any_size)
 
 
 def visualize_model(model: keras.Model | Network, units: Mapping[str, np.ndarray | None],
@@ -168,7 +166,7 @@ def _optimisations(network: Network, kinds: dict[str, dict[str, np.ndarray]], wh
         for name, picked in chosen.items():
             own = own_settings[name] if kind == CHANNEL else settings.for_pictures()
             attempts = own.starts if kind == CHANNEL else 1
-            groups.setdefault((canvas_size(whole[name], own), own), []).extend(
+            groups.setdefault((canvas_size(network, whole[name], own), own), []).extend(
                 (name, kind, int(unit), attempt) for attempt in range(attempts) for unit in picked)
     channels = network.image_shape[-1]
     chunks = []  # large canvases and deep models take fewer slots per optimisation

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
-LOGITS = "logits"  # the pseudo-layer holding the model's pre-softmax output
+LOGITS = "(logits)"  # the pseudo-layer of the pre-softmax output (parentheses: no Keras layer name has them)
 
 Activations = dict[str, tf.Tensor]
 Units = int | Sequence[int] | tf.Tensor | tf.Variable

@@ -78,7 +78,7 @@ def layer_path(model: keras.Model | Network, layer_name: str) -> LayerPath:
     if source == INPUT and network.input_range.is_unit:
         upstream = lambda x, training=False: x  # noqa: E731
     else:
-        upstream = keras.Model(graph.input, graph.image if source == INPUT else graph[source].tensor)
+        upstream = graph.model_of(graph.image if source == INPUT else graph[source].tensor)
     own = getattr(node.layer, "activation", None)
     linear = node.layer if own is None or own is keras.activations.linear else with_activation(node.layer, "linear")
     return LayerPath(node.layer, upstream, linear, affine, activation, network.image_shape, any_size)

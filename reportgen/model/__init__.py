@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from .. import progress
+from ..errors import ReportgenError
 from .geometry import ReceptiveField, crops_are_exact, receptive_field
 from .graph import INPUT, ModelGraph, Node, Replace, flatten, model_input_shape
 from .inputs import InputRange, detect_input_range, given_range
@@ -89,6 +90,8 @@ class Network:
         self.units: list[ConvUnit] = conv_units(self.graph)
         self.output_kind: OutputKind = output_kind(self.graph)
         self.num_classes = class_count(self.graph)
+        self._accepted: dict[tuple[int, int], bool] = {}  # see accepts
+        self._values_by_size: dict[tuple[int, int], int] = {}  # see _values_at
 
     @classmethod
     def of(cls, model: keras.Model | Network) -> Network:
@@ -120,12 +123,117 @@ class Network:
         """How many values the whole graph computes for one image (at `size`, default the model's input size):
         what a gradient batch costs in memory per row, for a deep model far more than the image itself."""
         height, width = self.image_shape[:2]
-        area = 1.0 if size is None or None in (height, width) else size[0] * size[1] / (height * width)
+        if None in (height, width):
+            return self._values_at(self.canvas(64) if size is None else (int(size[0]), int(size[1])))
+        area = 1.0 if size is None else size[0] * size[1] / (height * width)
         return max(1, round(self._values_at_input_size * area))
+
+    def _values_at(self, size: tuple[int, int]) -> int:
+        """The values a model of free size computes for one image of `size` (traced at that size)."""
+        if size not in self._values_by_size:
+            graph = self._flatten(input_shape=(None, *size, self.image_shape[-1]), partial=True)
+            self._values_by_size[size] = max(1, sum(int(np.prod(node.shape[1:])) for node in graph.nodes.values()
+                                                    if node.tensor is not None))
+        return self._values_by_size[size]
 
     @cached_property
     def _values_at_input_size(self) -> int:
         return sum(int(np.prod([d or 1 for d in node.shape[1:]])) for node in self.graph.nodes.values())
+
+    def canvas(self, cap: int, any_size: bool = True) -> tuple[int, int]:
+        """The (height, width) an optimisation of this model runs at: its input size, or at most `cap` on a
+        side where the layers optimised take any size (`any_size`) or the model has free dimensions; never a
+        size the model does not accept (see `accepts`)."""
+        height, width = self.image_shape[:2]
+        if any_size or height is None or width is None:
+            height, width = min(height or cap, cap), min(width or cap, cap)
+        if (height, width) == tuple(self.image_shape[:2]) or self.accepts((height, width)):
+            return height, width
+        side = self.smallest_side(min(height, width))
+        canvas = max(height, side), max(width, side)
+        return canvas if self.accepts(canvas) else (side, side)
+
+    def accepts(self, size: tuple[int, int]) -> bool:
+        """Whether the model computes at (height, width): every map it computes at free size runs on a blank
+        image of that size, so no map shrinks below one pixel and merged branches keep equal shapes. Found by
+        running the model, not from a table per family (InceptionV3 needs 75 px, NASNetMobile only some sizes),
+        and not by Keras' shape inference alone, which let NASNetMobile's branches meet at 48 px with 2 and
+        1 rows."""
+        size = (int(size[0]), int(size[1]))
+        if size == tuple(self.image_shape[:2]):
+            return True
+        if size not in self._accepted:
+            model = self._any_size_model
+            blank = np.zeros((1, *size, self.image_shape[-1]), np.float32)
+            try:
+                # Keras' shape inference refuses maps under a pixel, which TensorFlow's kernels may not; running it
+                # finds branches that meet with different shapes, which shape inference let through.
+                accepted = model is not None and min(size) > 0 and \
+                    all(min(spec.shape[1:3]) > 0 for spec in keras.tree.flatten(model.compute_output_spec(
+                        keras.KerasTensor(blank.shape)))) and model(blank, training=False) is not None
+            except (tf.errors.OpError, ValueError, TypeError):
+                accepted = False
+            self._accepted[size] = accepted
+        return self._accepted[size]
+
+    @cached_property
+    def _any_size_model(self) -> keras.Model | None:
+        """The free-size graph up to the ends of its maps (the 4-D nodes no other 4-D node reads), or None when
+        no map takes another size. What follows the maps is left out: a Dense after a Flatten traces at free size
+        but computes only at the model's own."""
+        graph = self.any_size_graph
+        maps = {path for path, node in graph.nodes.items() if node.tensor is not None and len(node.shape) == 4}
+        ends = [path for path in maps if not any(consumer.path in maps for consumer in graph.consumers(path))]
+        return graph.model(ends) if ends else None
+
+    def accepted_size(self, size: tuple[int, int], growth: float = 1.15) -> tuple[int, int] | None:
+        """`size`, or the nearest larger one the model accepts (see `accepts`); None when there is none within
+        `growth` times `size` on either side.
+
+        The sides are searched one at a time, each against a side known to be accepted: one pixel more at a
+        time for a few pixels, then the next multiples of 8, 16 and 32 (a model whose branches pool and crop,
+        as NASNet's do, takes only some sizes)."""
+        if self.accepts(size):
+            return int(size[0]), int(size[1])
+        height, width = self.image_shape[:2]
+        known = min(height, width) if height is not None and height == width else self.smallest_side()
+        sides = []
+        for axis, side in enumerate(size):
+            candidates = sorted({side + step for step in range(8)} | {-(-side // q) * q for q in (8, 16, 32)})
+            fits = (c for c in candidates
+                    if c <= growth * side and self.accepts((c, known) if axis == 0 else (known, c)))
+            sides.append(next(fits, None))
+        if None in sides or not self.accepts((sides[0], sides[1])):
+            return None
+        return sides[0], sides[1]
+
+    def smallest_side(self, at_least: int = 1, limit: int = 2048) -> int:
+        """The smallest square side, `at_least` or more, that the model accepts (see `accepts`): found by doubling,
+        then by halving the gap. Each probe also tries one pixel more, as branches that must meet often take only
+        odd or only even sizes.
+
+        Raises:
+            ReportgenError: when no side up to `limit` is accepted.
+        """
+        def near(side: int) -> int | None:
+            return next((s for s in (side, side + 1) if self.accepts((s, s))), None)
+
+        found = near(at_least)
+        if found is not None:
+            return found
+        low, high = at_least, at_least * 2
+        while (found := near(high)) is None:
+            if high >= limit:
+                raise ReportgenError(f"the model computes on no input of {at_least} to {limit} px a side")
+            low, high = high, min(high * 2, limit)
+        while high - low > 1:
+            middle = (low + high) // 2
+            candidate = near(middle)
+            if candidate is None:
+                low = middle
+            else:
+                high, found = middle, candidate
+        return found
 
     def unit(self, path: str) -> ConvUnit:
         """The conv unit of the conv layer at `path`."""
@@ -175,7 +283,7 @@ class Network:
         outputs = {"values": graph[graph.output].tensor,
                    **{path: _channel_summary(graph[path].tensor) for path in paths}}
         batch_size = batch_size or self.forward_rows(limit=512)
-        out = _stream(keras.Model(graph.input, outputs), images, batch_size, progress_label)
+        out = _stream(graph.model_of(outputs), images, batch_size, progress_label)
         logits = None
         if self.output_kind == "multi-sigmoid":
             logits = _stream(self.logits_model(), images, batch_size)

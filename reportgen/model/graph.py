@@ -87,8 +87,59 @@ class ModelGraph:
         """A Keras model from the graph's input to the named nodes' outputs: one tensor for one path,
         else a dict keyed by path."""
         if isinstance(paths, str):
-            return keras.Model(self.input, self[paths].tensor)
-        return keras.Model(self.input, {path: self[path].tensor for path in paths})
+            return self.model_of(self[paths].tensor)
+        return self.model_of({path: self[path].tensor for path in paths})
+
+    def model_of(self, outputs: Any) -> keras.Model:
+        """A Keras model from the graph's input to `outputs` (any nesting of tensors computed from it):
+        the one way reportgen makes a model out of the user's, so every such model has unique names (see
+        `unique_names`)."""
+        unique_names(outputs, keep={id(node.layer) for node in self.nodes.values()})
+        return keras.Model(self.input, outputs)
+
+
+def unique_names(outputs: Any, keep: set[int]) -> None:
+    """Rename the operations that reportgen added to a graph (an input, a linear copy of a layer, the ops of an
+    adapter or a summary) where their name is taken by another operation of the graph, so that Keras accepts
+    it as a model ("All operation names should be unique").
+
+    Keras names a new operation after a per-process counter ("multiply", "multiply_1", ...), which knows
+    nothing of the names in a model loaded from a file: the user's model may hold a "multiply" that the
+    process never counted. So no name is trusted to be free; each is checked against the graph itself.
+
+    Args:
+        outputs: the graph's output tensors, any nesting.
+        keep: ids of the user's operations, whose names never change (they are the paths of the report).
+    """
+    operations = _operations(outputs)
+    taken = {op.name for op in operations if id(op) in keep}
+    for op in operations:
+        if id(op) in keep:
+            continue
+        if op.name in taken:
+            base, count = op.name, 1
+            while f"{base}_rg{count}" in taken:
+                count += 1
+            op.name = f"{base}_rg{count}"
+        taken.add(op.name)
+
+
+def _operations(outputs: Any) -> list[keras.Operation]:
+    """Every operation the output tensors depend on, each once, outputs first."""
+    seen: dict[int, keras.Operation] = {}
+    stack = list(keras.tree.flatten(outputs))
+    visited: set[int] = set()
+    while stack:
+        tensor = stack.pop()
+        if id(tensor) in visited or not hasattr(tensor, "_keras_history"):
+            continue
+        visited.add(id(tensor))
+        operation, node_index, _ = tensor._keras_history
+        if operation is None:
+            continue
+        seen.setdefault(id(operation), operation)
+        stack.extend(keras.tree.flatten(operation._inbound_nodes[node_index].input_tensors))
+    return list(seen.values())
 
 
 def model_input_shape(model: keras.Model) -> tuple:

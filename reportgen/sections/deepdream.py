@@ -48,6 +48,13 @@ def build(ctx: ModelContext, pictures: dict[str, LayerPictures] | None = None) -
     long_side = min(ctx.spec.dream_size, QUICK_SIZE) if ctx.quick else ctx.spec.dream_size
     min_side = min(dreamer.tile_size) if dreamer.tiled else 1
     photo = fit_photo(load_photo(ctx.spec.dream_image), ctx.network.image_shape[-1], long_side, min_side)
+    size = dreamer.dream_size(photo.shape[:2])
+    if size is None:
+        section.notes.append(f"The model computes on no size near the {photo.shape[0]}x{photo.shape[1]} px photo: "
+                             "no dream.")
+        return section
+    if size != photo.shape[:2]:
+        photo = _resize(photo, size)
     section.intro += (f" The photo is fitted to {photo.shape[0]}x{photo.shape[1]} px at its own aspect ratio"
                       f"{', on tiles of the model input size' if dreamer.tiled else ''}; SSIM is computed on "
                       f"{_ssim_on(photo)}.")

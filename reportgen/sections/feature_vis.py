@@ -49,6 +49,7 @@ def build(ctx: ModelContext) -> Section | None:
     )
     units = ctx.plan.units
     section.notes.extend(budget_notes(ctx))
+    section.notes.extend(canvas_notes(ctx, settings))
     margin = typical_margin(ctx.probabilities, ctx.data.y_test)
     class_settings = _class_settings(ctx, settings, margin)
     # The pictured filters also get their central neuron's image and, those with a page, a diverse group, in
@@ -62,7 +63,8 @@ def build(ctx: ModelContext) -> Section | None:
             f"Neuron and diverse images for {pictured_count:,} of the {shown_count:,} filters shown: the budget's "
             f"picture_work ({ctx.plan.budget.picture_work:,} activation values) left out the others, whose extra "
             f"images would cost {_extra_images_per_unit(settings):g} times their own.")
-    section.data["pictures"] = {"pictured_filters": pictured_count, "shown_filters": shown_count,
+    section.data["pictures"] = {"canvas": list(ctx.network.canvas(settings.max_size)),
+                                "pictured_filters": pictured_count, "shown_filters": shown_count,
                                 "steps": settings.for_pictures().steps, "diversity_weight": settings.diversity,
                                 "diverse_images": DIVERSITY_IMAGES, "picture_work": ctx.plan.budget.picture_work}
     results = visualize_model(ctx.network, {**units, LOGITS: None}, settings, ctx.seed, class_settings,
@@ -84,10 +86,26 @@ def build(ctx: ModelContext) -> Section | None:
     return section
 
 
+def canvas_notes(ctx: ModelContext, settings: FeatVisSettings) -> list[str]:
+    """Where the images are optimised on a canvas other than the model's input: a model that takes any size,
+    or conv layers that do, optimised on at most `settings.max_size` px but never below what the model accepts."""
+    height, width = ctx.network.image_shape[:2]
+    canvas = ctx.network.canvas(settings.max_size)
+    if (height, width) == canvas:
+        return []
+    size = f"{canvas[0]}x{canvas[1]} px canvas (at most {settings.max_size} px a side, no smaller than the model " \
+           "computes on)"
+    if None in (height, width):
+        return [f"The model takes images of any size: the test images are fed at their own size "
+                f"({ctx.data.x_test.shape[1]}x{ctx.data.x_test.shape[2]} px), and the images here are optimised on a "
+                f"{size}."]
+    return [f"The model's conv layers take any size: their filter images are optimised on a {size} rather than "
+            f"its {height}x{width} px input."]
+
+
 def _pictured(ctx: ModelContext, settings: FeatVisSettings) -> dict[str, np.ndarray]:
     """The shown filters that also get a neuron image and, with a page, a diverse group (budget.pictured)."""
-    height, width = ctx.network.image_shape[:2]
-    canvas = (height or settings.max_size, width or settings.max_size)
+    canvas = ctx.network.canvas(settings.max_size)
     return pictured(ctx.plan, ctx.network.activation_values(canvas), _extra_images_per_unit(settings))
 
 
@@ -243,7 +261,7 @@ def typical_margin(probabilities: np.ndarray, labels: np.ndarray) -> float:
 def _classes(ctx: ModelContext, section: Section, result: FilterImages, settings: FeatVisSettings,
              margin: float) -> None:
     names = [ctx.class_name(c) for c in result.units]
-    judge = recognition.train_judge(ctx.data, ctx.network.image_shape, ctx.seed, ctx.cache_dir)
+    judge = recognition.train_judge(ctx.data, result.images.shape[1:], ctx.seed, ctx.cache_dir)
     verdict = recognition.recognise(judge, result.images, result.units)
     count, total = verdict.count, len(names)
     tiles = resize_nearest(as_rgb(result.images), *tile_size(*result.images.shape[1:3], target=56, largest=112))

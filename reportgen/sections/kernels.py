@@ -29,14 +29,18 @@ def build(ctx: ModelContext) -> Section | None:
         shown = min(kernel.shape[-1], ctx.spec.max_units)
         per_filter = np.moveaxis(kernel[..., :shown], -1, 0)  # (F, kh, kw, cin)
         colour = depth == 0 and kernel.shape[2] == 3
-        tiles = _rgb_tiles(per_filter) if colour else _diverging_tiles(per_filter.mean(axis=-1))
+        bgr = colour and ctx.network.input_range.channels == "bgr"  # the model meets the image as B, G, R
+        tiles = _rgb_tiles(per_filter[..., ::-1] if bgr else per_filter) if colour else \
+            _diverging_tiles(per_filter.mean(axis=-1))
         tiles = resize_nearest(tiles, *_enlarged(kernel.shape[:2]))
         norms = np.sqrt((per_filter**2).sum(axis=(1, 2, 3)))
         numbers = {"filters": int(kernel.shape[-1]), "kernel": list(kernel.shape),
                    "l2_norm_mean": float(norms.mean()), "l2_norm_min": float(norms.min()),
                    "l2_norm_max": float(norms.max()), "weight_min": float(kernel.min()),
                    "weight_max": float(kernel.max())}
-        how = "as RGB" if colour else ("as is" if depth == 0 else f"mean over {kernel.shape[2]} input channels")
+        how = "as is" if depth == 0 else f"mean over {kernel.shape[2]} input channels"
+        if colour:
+            how = "as RGB (the model's BGR channels reversed)" if bgr else "as RGB"
         section.figures.append(Figure(
             ctx.save_png(f"kernels-{name}", tile_grid(tiles)),
             caption=f"{name}: {kernel.shape[-1]} kernels of {kernel.shape[0]}x{kernel.shape[1]}, {how}; "

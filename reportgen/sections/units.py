@@ -62,7 +62,7 @@ def build(ctx: ModelContext, pictures: dict[str, LayerPictures] | None = None) -
     names = [layer.path for layer in layers]
     examples = {name: top_k(name, ctx.conv_stats[name], TOP_K) for name in names}
     pictures = pictures or {}
-    projectors = {rule: Projector(ctx.network, names, rule) for rule in RELU_RULES}
+    projectors = {rule: Projector(ctx.network, names, rule, input_size=x.shape[1:3]) for rule in RELU_RULES}
     slugs = [slugify(name) for name in names]
     rows = []
     with progress.bar(len(layers), "unit crops, projections and pages", unit="layer") as bar:
