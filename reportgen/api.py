@@ -34,7 +34,8 @@ def build_report(model: Any, data: Any, out: str | Path = "site", *, name: str |
                  preprocess: str | dict[str, Any] | None = None, seed: int = 0,
                  budget: dict[str, Any] | None = None, dream_image: str | Path | None = None,
                  history: dict[str, list[float]] | None = None, description: str = "",
-                 output: str | None = None, quiet: bool = False) -> dict[str, Any]:
+                 output: str | None = None, quiet: bool = False,
+                 templates: str | Path | None = None) -> Report:
     """Build the report of one trained model into the site folder `out`, as `reportgen build` does.
 
     Args:
@@ -66,9 +67,12 @@ def build_report(model: Any, data: Any, out: str | Path = "site", *, name: str |
         output: For a model with several outputs, the classifier output to report on, by its layer's name
             (default: the one output whose size is the number of classes).
         quiet: No progress output.
+        templates: A folder of your own templates, overriding the package's file by file (see README, "Your own
+            templates"), as `[build] templates` does.
 
     Returns:
-        The report record, as written to `out/<name>/report.json`.
+        The report record, as written to `out/<name>/report.json`: a dict (a `Report`) whose `page` is the path of
+        the model's `index.html`; as the last value of a Jupyter cell it shows that page inline.
 
     Raises:
         ReportgenError: A bad argument, or a model or dataset reportgen cannot report on; the message is one
@@ -83,11 +87,48 @@ def build_report(model: Any, data: Any, out: str | Path = "site", *, name: str |
             spec = model_spec(model, data, Path(folder), name=name, class_names=class_names,
                               input_range=input_range, preprocess=preprocess, budget=budget, dream_image=dream_image,
                               history=history, description=description, output=output)
-            options = BuildOptions(out=Path(out), cache_dir=Path(folder) / "cache", seed=seed, quick=quick)
+            options = BuildOptions(out=Path(out), cache_dir=Path(folder) / "cache", seed=seed, quick=quick,
+                                   templates=None if templates is None else Path(templates).expanduser())
             (report,) = build_site([spec], options)
     finally:
         progress.set_quiet(was_quiet)
-    return report
+    return Report(report, Path(out) / report["model"]["slug"] / "index.html")
+
+
+class Report(dict):
+    """A model's report record (report.json's content, a plain dict to index) that knows its page: `page` (also
+    `path`) is the model's `index.html`. In Jupyter it shows that page inline, in an iframe, with a link to open
+    it; nothing is served: the notebook server serves the file (a page under the notebook's folder is given by a
+    relative address, one elsewhere by a file:// URL, which a browser may refuse to embed)."""
+
+    def __init__(self, record: dict[str, Any], page: str | Path):
+        super().__init__(record)
+        self.page = Path(page)
+
+    @property
+    def path(self) -> Path:
+        return self.page
+
+    def page_url(self) -> str:
+        """The page's address for the notebook's browser: relative to the working directory when under it."""
+        page = self.page.resolve()
+        try:
+            return page.relative_to(Path.cwd().resolve()).as_posix()
+        except ValueError:
+            return page.as_uri()
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        src = escape(self.page_url(), quote=True)
+        name = escape(str(self.get("model", {}).get("name", self.page.parent.name)))
+        # the markup of IPython.display.IFrame, without depending on IPython
+        return (f'<iframe width="100%" height="600" src="{src}" frameborder="0" allowfullscreen '
+                f'title="reportgen report of {name}"></iframe>\n'
+                f'<p><a href="{src}" target="_blank">Open the report of {name}</a> ({escape(str(self.page))})</p>')
+
+    def __reduce__(self):  # pickles and copies as a Report with its page
+        return (type(self), (dict(self), self.page))
 
 
 def model_spec(model: Any, data: Any, folder: Path, *, name: str | None = None,

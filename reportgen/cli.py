@@ -97,6 +97,7 @@ def build(config_path, models, model_file, output_name, imports, trust_model_cod
         quick=quick,
         retrain=retrain,
         force=force,
+        templates=config.templates_folder(),
     )
     reports = build_site(specs, options)
     for report in reports:
@@ -157,12 +158,14 @@ def select_models(config: Config, names: tuple[str, ...], model_file: Path | Non
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Site folder (default: site/).")
 def list_models(config_path, out) -> None:
     """The configured models: trained (cached), built (in the site) and stale (would be rebuilt)."""
+    from .fingerprint import using_templates
     from .status import model_status
 
     config = load_config(config_path)
     options = BuildOptions(out=out or config.resolve(config.out), cache_dir=config.resolve(config.cache_dir),
                            seed=config.seed)
-    rows = [model_status(spec, options) for spec in config.models]
+    with using_templates(config.templates_folder()):  # the user's templates count in "stale" too
+        rows = [model_status(spec, options) for spec in config.models]
     if not rows:
         click.echo("No models configured.")
         return

@@ -19,6 +19,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_CONFIG = "reportgen.toml"
+DEFAULT_TEMPLATES = "templates"  # beside the config: the user's templates, overriding the package's file by file
 
 
 @dataclass
@@ -73,10 +74,24 @@ class Config:
     cache_dir: str = ".cache/reportgen"
     seed: int = 0
     root: Path = field(default_factory=Path.cwd)  # the folder relative paths are resolved against
+    templates: str | None = None  # the user's template folder (default: templates/ beside the config, if present)
+    from_file: bool = False  # read from a config file (not the empty config of a folder without one)
 
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
         return p if p.is_absolute() else self.root / p
+
+    def templates_folder(self) -> Path | None:
+        """The folder whose templates override the package's: `[build] templates` (it must exist), else a
+        templates/ folder beside the config file, else None (also without a config file: a templates/ folder
+        that merely sits in the working directory is not taken)."""
+        if self.templates is not None:
+            folder = self.resolve(self.templates)
+            if not folder.is_dir():
+                raise ReportgenError(f"'build.templates': folder not found: {folder}")
+            return folder
+        default = self.root / DEFAULT_TEMPLATES
+        return default if self.from_file and default.is_dir() else None
 
     def model(self, name: str) -> ModelSpec:
         for spec in self.models:
@@ -96,9 +111,10 @@ class BuildOptions:
     quick: bool = False
     retrain: bool = False  # train again even when cached
     force: bool = False  # rebuild pages even when nothing changed
+    templates: Path | None = None  # the user's template folder, overriding the package's file by file
 
 
-BUILD_KEYS = {"out": str, "cache_dir": str, "seed": int}
+BUILD_KEYS = {"out": str, "cache_dir": str, "seed": int, "templates": str}
 # The FeatVisSettings a config may set, with their types (checked here, before TensorFlow is imported).
 FEATURE_VIS_KEYS = {"steps": int, "warmup_steps": int, "settle_steps": int, "param": str, "learning_rate": float,
                     "leak": float, "zoom": float, "degrees": float, "scales": list, "total_variation": float,
@@ -135,7 +151,9 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ReportgenError(f"config file not found: {path}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ReportgenError(f"{path}: not valid TOML ({exc})") from None
-    return parse_config(raw, source=str(path), root=path.resolve().parent)
+    config = parse_config(raw, source=str(path), root=path.resolve().parent)
+    config.from_file = True
+    return config
 
 
 def parse_config(raw: dict[str, Any], source: str, root: Path) -> Config:

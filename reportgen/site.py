@@ -19,8 +19,9 @@ from typing import Any
 from . import progress
 from .config import BuildOptions, ModelSpec
 from .errors import ReportgenError
+from .fingerprint import STATIC, user_templates, using_templates
 from .ownership import check_site, mark_model_folder, mark_site
-from .render import render_index
+from .render import check_templates, render_index
 from .status import is_up_to_date, read_report
 
 STAGING_PREFIX = ".staging-"
@@ -30,13 +31,25 @@ HISTORY = "history"
 def build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str, Any]]:
     """Build every model that needs it into `options.out`, then the front pages.
 
-    Returns the report of every model in `specs`, rebuilt or not."""
+    Returns the report of every model in `specs`, rebuilt or not. With `options.templates`, the pages are
+    rendered with the user's templates (and its static/ folder copied to the site's static/)."""
+    with using_templates(options.templates):
+        check_templates()
+        return _build_site(specs, options)
+
+
+def _build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str, Any]]:
     out = options.out
     check_inputs([spec for spec in specs if not is_up_to_date(spec, options)])
-    check_site(out, [spec.slug for spec in specs])
+    static = user_static()
+    if static is not None and (STATIC in [spec.slug for spec in specs] or (out / STATIC / "report.json").exists()):
+        raise ReportgenError(f"a model's folder would be {out / STATIC}, where the static files of {static} go: "
+                             "rename the model")
+    check_site(out, [spec.slug for spec in specs] + ([STATIC] if static is not None else []))
     out.mkdir(parents=True, exist_ok=True)
     mark_site(out)
     site_models = navigation_models(specs, out)
+    copy_static(out)
     reports = []
     for number, spec in enumerate(specs, start=1):
         if is_up_to_date(spec, options):
@@ -139,6 +152,28 @@ def built_reports(out: Path) -> list[dict[str, Any]]:
         if not path.parent.name.startswith("."):
             reports.append(json.loads(path.read_text(encoding="utf-8")))
     return reports
+
+
+def user_static() -> Path | None:
+    """The static/ folder of the user's templates in use (a logo, a stylesheet the templates link), or None."""
+    folder = user_templates()
+    return folder / STATIC if folder is not None and (folder / STATIC).is_dir() else None
+
+
+def copy_static(out: Path) -> None:
+    """Copy the user's templates/static/ to `out`/static/, swapped in whole; check_site has made sure every
+    file there is one an earlier build copied (its manifest)."""
+    static = user_static()
+    if static is None:
+        return
+    staging = out / f"{STAGING_PREFIX}{STATIC}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        shutil.copytree(static, staging)
+        mark_model_folder(staging)
+        swap_in(staging, out / STATIC)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_front_pages(out: Path) -> None:
