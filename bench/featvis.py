@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from reportgen.config import load_config
-from reportgen.data import load_dataset
-from reportgen.featvis import (
+from reportgen.inputs.config import load_config
+from reportgen.inputs.data import load_dataset
+from reportgen.inputs.training import load_or_train
+from reportgen.methods.featvis import (
     LOGITS,
     FeatVisSettings,
     Renderer,
@@ -38,9 +39,8 @@ from reportgen.featvis import (
     visualize_filters,
     visualize_model,
 )
-from reportgen.featvis.probes import layer_probe, logit_probe
+from reportgen.methods.featvis.probes import layer_probe, logit_probe
 from reportgen.model import Network
-from reportgen.training import load_or_train
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,11 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from reportgen.config import BuildOptions, ModelSpec, load_config
-from reportgen.context import ModelContext
-from reportgen.imaging import PngWriter
-from reportgen.pipeline import load_model_and_data
+from reportgen.build.pipeline import load_model_and_data
+from reportgen.inputs.config import BuildOptions, ModelSpec, load_config
 from reportgen.sections import SECTION_BUILDERS
+from reportgen.sections.context import ModelContext
+from reportgen.util.imaging import PngWriter
 
 REPO = Path(__file__).resolve().parent.parent
 

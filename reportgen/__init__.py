@@ -7,7 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 __version__ = "0.1.0"
 
 
-from .errors import ReportgenError
+from reportgen.util.errors import ReportgenError
 
 __all__ = ["ReportCallback", "ReportgenError", "build_report"]
 
@@ -16,11 +16,11 @@ def __getattr__(name: str):
     """`reportgen.build_report` and `reportgen.ReportCallback` without importing TensorFlow for every
     `import reportgen`."""
     if name == "build_report":
-        from .api import build_report
+        from reportgen.api import build_report
 
         return build_report
     if name == "ReportCallback":
-        from .callback import ReportCallback
+        from reportgen.callback import ReportCallback
 
         return ReportCallback
     raise AttributeError(f"module 'reportgen' has no attribute {name!r}")

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from . import progress
-from .config import BuildOptions, ModelSpec, parse_model
-from .data import as_images_and_labels
-from .errors import ReportgenError
-from .slugs import slugify
+from reportgen.inputs.config import BuildOptions, ModelSpec, parse_model
+from reportgen.inputs.data import as_images_and_labels
+from reportgen.util import progress
+from reportgen.util.errors import ReportgenError
+from reportgen.util.slugs import slugify
 
 DATA_FORMS = ("(x_test, y_test), (x_train, y_train, x_test, y_test), ((x_train, y_train), (x_test, y_test)), "
               "a tf.data.Dataset of (image, label) batches, or a dataset spec such as 'mnist'")
@@ -78,7 +78,7 @@ def build_report(model: Any, data: Any, out: str | Path = "site", *, name: str |
         ReportgenError: A bad argument, or a model or dataset reportgen cannot report on; the message is one
             line that says what to fix. Nothing in `out` has changed.
     """
-    from .site import build_site
+    from reportgen.build.site import build_site
 
     was_quiet = progress.is_quiet()
     progress.set_quiet(quiet)
@@ -180,7 +180,7 @@ def _model_file(model: Any, stem: Path, history: dict[str, list[float]] | None) 
 
     import keras
 
-    from .training import history_path
+    from reportgen.inputs.training import history_path
 
     if isinstance(model, (str, Path)):
         if history is not None:

@@ -15,9 +15,9 @@ from typing import Any
 
 import keras
 
-from .api import build_report
-from .data import check_spec
-from .errors import ReportgenError
+from reportgen.api import build_report
+from reportgen.inputs.data import check_spec
+from reportgen.util.errors import ReportgenError
 
 
 class ReportCallback(keras.callbacks.Callback):

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import click
 
-from . import __version__, progress
-from .config import PREPROCESS_MODES, BuildOptions, Config, ModelSpec, load_config
-from .errors import ReportgenError
+from reportgen import __version__
+from reportgen.inputs.config import PREPROCESS_MODES, BuildOptions, Config, ModelSpec, load_config
+from reportgen.util import progress
+from reportgen.util.errors import ReportgenError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,7 +80,7 @@ def build(config_path, models, model_file, output_name, imports, trust_model_cod
       reportgen build --quick --out /tmp/s   a fast smoke build
       reportgen build --model-file my.keras --dataset mnist --name mine
     """
-    from .site import build_site
+    from reportgen.build.site import build_site
 
     progress.set_quiet(quiet)
     config = load_config(config_path)
@@ -158,8 +159,8 @@ def select_models(config: Config, names: tuple[str, ...], model_file: Path | Non
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Site folder (default: site/).")
 def list_models(config_path, out) -> None:
     """The configured models: trained (cached), built (in the site) and stale (would be rebuilt)."""
-    from .fingerprint import using_templates
-    from .status import model_status
+    from reportgen.build.fingerprint import using_templates
+    from reportgen.build.status import model_status
 
     config = load_config(config_path)
     options = BuildOptions(out=out or config.resolve(config.out), cache_dir=config.resolve(config.cache_dir),

@@ -24,10 +24,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-from reportgen.config import ModelSpec  # noqa: E402
-from reportgen.context import ModelContext  # noqa: E402
-from reportgen.data import Dataset  # noqa: E402
+from reportgen.inputs.config import ModelSpec  # noqa: E402
+from reportgen.inputs.data import Dataset  # noqa: E402
 from reportgen.model import Network  # noqa: E402
+from reportgen.sections.context import ModelContext  # noqa: E402
 
 
 def tiny_cnn(input_shape=(12, 12, 1), num_classes: int = 3, seed: int = 0) -> keras.Model:

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import reportgen
 from reportgen.api import labels_as_indices, value_range
-from reportgen.errors import ReportgenError
+from reportgen.util.errors import ReportgenError
 
 TRAIN_IMAGES, TEST_IMAGES = 2000, 600
 

@@ -8,7 +8,8 @@ import tensorflow as tf
 from conftest import tiny_dataset
 from PIL import Image
 
-from reportgen.attribution import (
+from reportgen.inputs.config import ModelSpec
+from reportgen.methods.attribution import (
     CONTROL,
     METHODS,
     Attributor,
@@ -17,11 +18,10 @@ from reportgen.attribution import (
     integrated_gradients_baseline,
     score_and_probability,
 )
-from reportgen.config import ModelSpec
-from reportgen.context import ModelContext
+from reportgen.methods.sanity import SANITY_THRESHOLD
 from reportgen.model import Network
-from reportgen.sanity import SANITY_THRESHOLD
 from reportgen.sections import attribution
+from reportgen.sections.context import ModelContext
 
 
 def cropping_model() -> keras.Model:

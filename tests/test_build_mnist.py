@@ -10,10 +10,10 @@ import pytest
 from conftest import generate
 from site_checks import html_problems, markdown_problems
 
-from reportgen import pipeline
-from reportgen.config import BuildOptions, load_config
+from reportgen.build import pipeline
+from reportgen.build.site import build_site
+from reportgen.inputs.config import BuildOptions, load_config
 from reportgen.sections import Step
-from reportgen.site import build_site
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -142,8 +142,8 @@ def test_the_same_seed_gives_the_same_numbers(site, work, tmp_path):
 
 
 def test_navigation_links_models_already_in_the_site(tmp_path):
-    from reportgen.config import ModelSpec
-    from reportgen.site import navigation_models
+    from reportgen.build.site import navigation_models
+    from reportgen.inputs.config import ModelSpec
 
     kept, new = ModelSpec(name="Kept", dataset="mnist"), ModelSpec(name="New", dataset="mnist")
     for name, slug in [("Old one", "old-one"), ("Kept", kept.slug)]:
@@ -156,7 +156,7 @@ def test_navigation_links_models_already_in_the_site(tmp_path):
 
 
 def test_deepdream_numbers_are_on_both_pages(site, report):
-    from reportgen.render import number
+    from reportgen.build.render import number
 
     section = next(s for s in report["sections"] if s["id"] == "deepdream")
     data = section["data"]
@@ -173,7 +173,7 @@ def test_deepdream_numbers_are_on_both_pages(site, report):
 
 
 def test_unit_pictures_are_listed_linked_and_shown_with_their_numbers(site, report):
-    from reportgen.render import number
+    from reportgen.build.render import number
 
     model = site / "mnist-3conv"
     vis = next(s for s in report["sections"] if s["id"] == "feature-vis")

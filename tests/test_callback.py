@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import reportgen
-from reportgen.errors import ReportgenError
+from reportgen.util.errors import ReportgenError
 
 TRAIN_IMAGES = 2000
 

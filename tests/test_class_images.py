@@ -10,16 +10,16 @@ import tensorflow as tf
 from conftest import tiny_cnn, tiny_dataset
 from PIL import Image
 
-from reportgen import recognition
-from reportgen.config import ModelSpec, load_config
-from reportgen.context import ModelContext
-from reportgen.data import Dataset, load_dataset
-from reportgen.errors import ReportgenError
-from reportgen.featvis import CLASS_PRESET, LOGITS, FeatVisSettings, class_margin, visualize_model
-from reportgen.featvis.probes import PLAIN, logit_probe
-from reportgen.featvis.render import penalties
+from reportgen.inputs.config import ModelSpec, load_config
+from reportgen.inputs.data import Dataset, load_dataset
+from reportgen.methods import recognition
+from reportgen.methods.featvis import CLASS_PRESET, LOGITS, FeatVisSettings, class_margin, visualize_model
+from reportgen.methods.featvis.probes import PLAIN, logit_probe
+from reportgen.methods.featvis.render import penalties
 from reportgen.model import Network
 from reportgen.sections import feature_vis
+from reportgen.sections.context import ModelContext
+from reportgen.util.errors import ReportgenError
 
 FAST = FeatVisSettings(steps=32)
 
@@ -112,7 +112,7 @@ def test_class_settings_are_the_preset_over_the_filters_and_the_config(tmp_path)
 
 
 def test_the_classes_run_with_their_own_settings_and_every_start(monkeypatch):
-    from reportgen import featvis
+    from reportgen.methods import featvis
 
     calls, real = [], featvis.render_units
 

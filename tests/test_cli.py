@@ -122,7 +122,7 @@ def test_a_users_files_in_the_output_folder_are_never_replaced(capsys, tmp_path)
 
 
 def test_a_file_added_to_a_built_model_folder_stops_the_rebuild(capsys, tmp_path):
-    from reportgen.ownership import MANIFEST, SITE_MARKER
+    from reportgen.build.ownership import MANIFEST, SITE_MARKER
 
     out = tmp_path / "site"
     (out / "mnist-3conv").mkdir(parents=True)
@@ -136,12 +136,12 @@ def test_a_file_added_to_a_built_model_folder_stops_the_rebuild(capsys, tmp_path
 
 
 def test_an_unexpected_exception_is_one_line_and_debug_shows_the_traceback(capsys, tmp_path, monkeypatch):
-    import reportgen.site
+    import reportgen.build.site
 
     def broken(*args, **kwargs):
         raise RuntimeError("something inside Keras broke")
 
-    monkeypatch.setattr(reportgen.site, "build_site", broken)
+    monkeypatch.setattr(reportgen.build.site, "build_site", broken)
     args = ["build", "--model", "mnist-3conv", "--quick", "--out", str(tmp_path / "s")]
     code, lines = run_cli(args, capsys)
     assert_one_line_error(code, lines, "something inside Keras broke")
@@ -162,8 +162,8 @@ def test_version_prints_the_package_version(capsys):
 
 def test_a_folder_holding_only_a_gitkeep_is_an_empty_site_folder(tmp_path):
     """The repository keeps site/ in git with a .gitkeep: a fresh clone's first build must go there."""
-    from reportgen.errors import ReportgenError
-    from reportgen.ownership import check_site
+    from reportgen.build.ownership import check_site
+    from reportgen.util.errors import ReportgenError
 
     out = tmp_path / "site"
     out.mkdir()
@@ -178,8 +178,8 @@ def test_the_front_pages_follow_each_finished_model(tmp_path, monkeypatch):
     """A finished model's page is styled and on the index while the next model still builds."""
     import json
 
-    import reportgen.site as site
-    from reportgen.config import BuildOptions, ModelSpec
+    import reportgen.build.site as site
+    from reportgen.inputs.config import BuildOptions, ModelSpec
 
     out = tmp_path / "site"
     seen_while_building = []

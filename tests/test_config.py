@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from reportgen.config import MODEL_FIELDS, load_config, parse_config
-from reportgen.errors import ReportgenError
-from reportgen.slugs import slugify
+from reportgen.inputs.config import MODEL_FIELDS, load_config, parse_config
+from reportgen.util.errors import ReportgenError
+from reportgen.util.slugs import slugify
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -84,8 +84,8 @@ def test_slugs_keep_different_names_apart():
 def test_feature_vis_settings_come_from_the_config(tmp_path):
     import dataclasses
 
-    from reportgen.config import FEATURE_VIS_KEYS
-    from reportgen.featvis import FeatVisSettings
+    from reportgen.inputs.config import FEATURE_VIS_KEYS
+    from reportgen.methods.featvis import FeatVisSettings
 
     assert set(FEATURE_VIS_KEYS) <= {f.name for f in dataclasses.fields(FeatVisSettings)}
     config = load_config(write(tmp_path, MODEL + 'feature_vis = { steps = 64, scales = [0.5, 1], zoom = 0 }\n'))

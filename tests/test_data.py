@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reportgen.data import as_images_and_labels, fit_to_model, load_dataset
-from reportgen.errors import ReportgenError
+from reportgen.inputs.data import as_images_and_labels, fit_to_model, load_dataset
+from reportgen.util.errors import ReportgenError
 
 
 def test_gray_images_are_resized_and_made_rgb_for_a_colour_model():

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from reportgen.dataset_examples import dataset_top_k
+from reportgen.build.render import render_page
+from reportgen.methods.dataset_examples import dataset_top_k
 from reportgen.model import Network
-from reportgen.render import render_page
 from reportgen.sections import units
 
 

@@ -9,10 +9,10 @@ import tensorflow as tf
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from reportgen.deepdream import GRAY, DeepDream, Dream, dream_extractor, fit_photo, load_photo, resize, to_tiles
-from reportgen.errors import ReportgenError
+from reportgen.methods.deepdream import GRAY, DeepDream, Dream, dream_extractor, fit_photo, load_photo, resize, to_tiles
 from reportgen.sections import deepdream
 from reportgen.sections.units import LayerPictures
+from reportgen.util.errors import ReportgenError
 
 
 def small_cnn(input_shape, seed: int = 0) -> keras.Model:

@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 from conftest import tiny_cnn
 
-from reportgen.attribution import Attributor
-from reportgen.faithfulness import SIGNIFICANCE, Deletion, deletion_pixels, deletion_test, most_faithful, summarize
+from reportgen.methods.attribution import Attributor
+from reportgen.methods.faithfulness import (
+    SIGNIFICANCE,
+    Deletion,
+    deletion_pixels,
+    deletion_test,
+    most_faithful,
+    summarize,
+)
 
 
 def direct_logits(model: keras.Model, x: np.ndarray) -> np.ndarray:

@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_cnn
 
-from reportgen import featvis
-from reportgen.featvis import (
+from reportgen.methods import featvis
+from reportgen.methods.featvis import (
     FeatVisSettings,
     channel,
     class_logit,
@@ -18,11 +18,11 @@ from reportgen.featvis import (
     visualize_filters,
     visualize_model,
 )
-from reportgen.featvis.objectives import LOGITS
-from reportgen.featvis.params import FFTParam, PixelParam, from_unit_range, to_unit_range
-from reportgen.featvis.probes import OPTIMISE, PLAIN, WARM_UP, layer_probe, logit_probe
-from reportgen.featvis.regularizers import total_variation
-from reportgen.featvis.transforms import jitter
+from reportgen.methods.featvis.objectives import LOGITS
+from reportgen.methods.featvis.params import FFTParam, PixelParam, from_unit_range, to_unit_range
+from reportgen.methods.featvis.probes import OPTIMISE, PLAIN, WARM_UP, layer_probe, logit_probe
+from reportgen.methods.featvis.regularizers import total_variation
+from reportgen.methods.featvis.transforms import jitter
 from reportgen.sections import feature_vis
 
 FAST = FeatVisSettings(steps=48)
@@ -282,7 +282,7 @@ def test_a_swish_models_traced_graphs_are_freed_and_its_numbers_unchanged():
     import gc
     import weakref
 
-    from reportgen.featvis.probes import PLAIN, layer_probe
+    from reportgen.methods.featvis.probes import PLAIN, layer_probe
     from reportgen.model import Network
 
     inputs = keras.Input((12, 12, 1))

@@ -1,6 +1,6 @@
 """The inputs fingerprint: what makes a rebuild redo a model's pages."""
 
-from reportgen import fingerprint
+from reportgen.build import fingerprint
 
 
 def test_a_changed_source_file_or_template_changes_the_code_digest(tmp_path, monkeypatch):

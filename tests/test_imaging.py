@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reportgen.imaging import PngWriter, near_square, normalize_each, resize_nearest, tile_grid, tile_size
+from reportgen.util.imaging import PngWriter, near_square, normalize_each, resize_nearest, tile_grid, tile_size
 
 
 def test_near_square_holds_every_tile_and_is_nearly_square():

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from reportgen.errors import ReportgenError
 from reportgen.model.files import explain_load_failure, keras_reason, mend_config
+from reportgen.util.errors import ReportgenError
 
 REPO = Path(__file__).resolve().parent.parent
 has_tf_keras = pytest.mark.skipif(
@@ -367,7 +367,7 @@ def test_other_model_formats_say_what_to_save(tmp_path):
 @pytest.mark.parametrize("name, kind", [("model.pb", "TensorFlow graph"), ("model.tflite", "TensorFlow Lite"),
                                         ("model.onnx", "ONNX"), ("folder", "folder")])
 def test_each_other_format_is_named(tmp_path, name, kind):
-    from reportgen.training import load_model_file
+    from reportgen.model.files import load_model_file
 
     path = tmp_path / name
     path.mkdir() if name == "folder" else path.write_bytes(b"x")
@@ -382,7 +382,7 @@ def test_weights_only_h5_is_named(tmp_path):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     model.save_weights(tmp_path / "w.weights.h5")
     (tmp_path / "w.weights.h5").rename(tmp_path / "w.h5")
-    from reportgen.training import load_model_file
+    from reportgen.model.files import load_model_file
 
     with pytest.raises(ReportgenError, match="weights only"):
         load_model_file(tmp_path / "w.h5")

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from reportgen.featvis import LOGITS, FeatVisSettings, visualize_model
+from reportgen.methods.featvis import LOGITS, FeatVisSettings, visualize_model
 from reportgen.model import Network
 from reportgen.model.graph import unique_names
 

@@ -15,7 +15,7 @@ from conftest import tiny_cnn, tiny_dataset
 
 import reportgen
 from reportgen.api import Report
-from reportgen.report import jsonable
+from reportgen.sections.report import jsonable
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,13 @@ from PIL import Image
 from user_models import folder, reportgen_process, train
 
 from reportgen.api import model_spec
+from reportgen.build.fingerprint import inputs_fingerprint
+from reportgen.build.pipeline import chance_warning
 from reportgen.cli import input_overrides
-from reportgen.config import PREPROCESS_MODES, ModelSpec, load_config
-from reportgen.errors import ReportgenError
-from reportgen.fingerprint import inputs_fingerprint
+from reportgen.inputs.config import PREPROCESS_MODES, ModelSpec, load_config
 from reportgen.model import Network
 from reportgen.model.inputs import KERAS_MODES, given_input, preprocessing
-from reportgen.pipeline import chance_warning
+from reportgen.util.errors import ReportgenError
 
 MODES = ("caffe", "tf", "torch")
 MODEL = '[[models]]\nname = "a"\ndataset = "mnist"\nmodel_file = "m.keras"\n'

@@ -11,9 +11,9 @@ import pytest
 from conftest import tiny_cnn
 from user_models import reportgen_process
 
-from reportgen import progress
-from reportgen.keras_progress import FitProgress
 from reportgen.model import Network
+from reportgen.util import progress
+from reportgen.util.keras_progress import FitProgress
 
 RATE = re.compile(r"\d+(\.\d+)?(s/\w+|\w+/s)")  # "12.3batch/s" or "4.56s/epoch", as tqdm writes a rate
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from reportgen.methods.projections import Projector
 from reportgen.model import Network
 from reportgen.model.graph import INPUT
-from reportgen.projections import Projector
 
 
 def relu_as_activation() -> keras.Model:

@@ -8,9 +8,9 @@ from conftest import tiny_cnn
 from scipy.stats import spearmanr
 from skimage.filters import sobel
 
-from reportgen.attribution import Attributor
+from reportgen.methods.attribution import Attributor
+from reportgen.methods.sanity import SANITY_THRESHOLD, cascade_layers, passes, rank_correlation
 from reportgen.model import INPUT, Network
-from reportgen.sanity import SANITY_THRESHOLD, cascade_layers, passes, rank_correlation
 
 
 def test_cascade_runs_from_the_output_down_to_the_named_layer():

@@ -4,9 +4,9 @@ import keras
 import numpy as np
 from PIL import Image
 
-from reportgen.imaging import maps_to_tiles
 from reportgen.model import Network
 from reportgen.sections import activations, class_maps, confusion, kernels, summary
+from reportgen.util.imaging import maps_to_tiles
 
 
 def load_png(ctx, rel_path) -> np.ndarray:

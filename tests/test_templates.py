@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from conftest import tiny_cnn, tiny_dataset
 
-from reportgen import progress
+from reportgen.build.fingerprint import inputs_fingerprint, using_templates
 from reportgen.cli import main
-from reportgen.config import ModelSpec, load_config
-from reportgen.fingerprint import inputs_fingerprint, using_templates
+from reportgen.inputs.config import ModelSpec, load_config
+from reportgen.util import progress
 
 FOOTER = "ACME Vision Lab: internal report"
 LOGO = b"\x89PNG\r\n\x1a\n not really a picture, but a file the pages link"

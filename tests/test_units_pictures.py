@@ -10,10 +10,10 @@ import keras
 import numpy as np
 import pytest
 
-from reportgen.featvis import DIVERSITY_IMAGES, FeatVisSettings, gram_similarity, visualize_model
-from reportgen.imaging import magnified
-from reportgen.render import render_page
+from reportgen.build.render import render_page
+from reportgen.methods.featvis import DIVERSITY_IMAGES, FeatVisSettings, gram_similarity, visualize_model
 from reportgen.sections import feature_vis, units
+from reportgen.util.imaging import magnified
 
 FAST = FeatVisSettings(steps=48)
 
@@ -193,7 +193,7 @@ def test_unit_page_shows_its_pictures_magnified_and_linked(built):
 
 
 def test_the_picture_budget_keeps_every_unit_when_it_fits_and_spreads_what_it_keeps_when_not():
-    from reportgen.budget import Budget, Plan, pictured
+    from reportgen.methods.budget import Budget, Plan, pictured
 
     units = {"a": np.arange(8), "b": np.arange(0, 40, 2), "c": np.array([3, 5])}
     whole = Plan(Budget(picture_work=30 * 3 * 1000), units, {"a": 8, "b": 40, "c": 6})
@@ -231,8 +231,8 @@ def test_filters_left_out_by_the_picture_budget_keep_their_tile_and_page_without
 def test_resemblance_lines_up_a_smaller_canvas_with_the_test_images_when_the_field_overhangs_both():
     """A model that takes any size is optimised at FeatVisSettings.max_size (48 px) while its test images are
     64 px; a deep layer's 80-px field is larger than both. The crops are compared in the field's coordinates."""
+    from reportgen.methods.resemblance import unit_resemblance
     from reportgen.model import ReceptiveField
-    from reportgen.resemblance import unit_resemblance
 
     rng = np.random.default_rng(0)
     x = rng.random((12, 64, 64, 1)).astype(np.float32)

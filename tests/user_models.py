@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from PIL import Image
 
-from reportgen.data import fit_to_model, load_dataset
+from reportgen.inputs.data import fit_to_model, load_dataset
 
 TRAIN_IMAGES = 2000  # per model: enough for a few hundred steps' worth of accuracy above chance
 

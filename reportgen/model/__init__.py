@@ -25,14 +25,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .. import progress
-from ..errors import ReportgenError
-from .geometry import ReceptiveField, crops_are_exact, receptive_field
-from .graph import INPUT, ModelGraph, Node, Replace, flatten, model_input_shape
-from .inputs import InputRange, detect_input_range, given_range
-from .outputs import OutputKind, class_count, output_kind, to_probabilities
-from .surgery import chain, combine, linear_output, plain_swish, reinitialized, relu_gradient
-from .units import ConvUnit, conv_units, grid_nodes
+from reportgen.model.geometry import ReceptiveField, crops_are_exact, receptive_field
+from reportgen.model.graph import INPUT, ModelGraph, Node, Replace, flatten, model_input_shape
+from reportgen.model.inputs import InputRange, detect_input_range, given_range
+from reportgen.model.outputs import OutputKind, class_count, output_kind, to_probabilities
+from reportgen.model.surgery import chain, combine, linear_output, plain_swish, reinitialized, relu_gradient
+from reportgen.model.units import ConvUnit, conv_units, grid_nodes
+from reportgen.util import progress
+from reportgen.util.errors import ReportgenError
 
 __all__ = ["INPUT", "ChannelStats", "ConvUnit", "InputRange", "ModelGraph", "Network", "Node", "ReceptiveField",
            "TestPass", "given_range"]

@@ -26,7 +26,8 @@ from typing import Any
 
 import keras
 
-from ..errors import ReportgenError
+from reportgen.inputs.training import TrainedModel, history_path, read_history
+from reportgen.util.errors import ReportgenError
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 OTHER_FORMATS = {
@@ -487,3 +488,19 @@ def _is_classifier(tensor: Any, num_classes: int) -> bool:
 
 def _describe(outputs: Sequence[Any]) -> str:
     return ", ".join(f"{_tensor_name(t)!r} {tuple(t.shape)}" for t in outputs)
+
+
+def load_model_file(path: Path, imports: Sequence[str] = (), trust_code: bool = False) -> TrainedModel:
+    """A user's saved model (.keras or .h5), read as `read_model_file` reads it.
+
+    Args:
+        path: The model file.
+        imports: Modules or `.py` files defining its custom classes, imported first.
+        trust_code: Load with Keras' safe mode off (Lambda layers run code stored in the file).
+
+    Raises:
+        ReportgenError: One line naming the cause and the fix, for every way it can fail.
+    """
+    read = read_model_file(path, imports, trust_code)
+    return TrainedModel(read.model, read_history(history_path(path)), "file", 0.0, path,
+                        dtype_policy=read.dtype_policy, mended=read.mended, trusted_code=read.trusted_code)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from .graph import INPUT, ModelGraph, Node
-from .inputs import VALUE_PRESERVING, is_augmentation
+from reportgen.model.graph import INPUT, ModelGraph, Node
+from reportgen.model.inputs import VALUE_PRESERVING, is_augmentation
 
 POINTWISE_TYPES = (
     keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.PReLU, keras.layers.ELU,

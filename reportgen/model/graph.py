@@ -24,7 +24,7 @@ from typing import Any
 import keras
 from keras.src.models.functional import Functional
 
-from ..errors import ReportgenError
+from reportgen.util.errors import ReportgenError
 
 INPUT = "(input)"  # the path of the image input (Keras layer names never have parentheses)
 

@@ -25,9 +25,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from ..config import preprocess_error, preprocess_problem
-from ..errors import ReportgenError
-from .graph import INPUT, ModelGraph
+from reportgen.inputs.config import preprocess_error, preprocess_problem
+from reportgen.model.graph import INPUT, ModelGraph
+from reportgen.util.errors import ReportgenError
 
 # Layers that may stand between the input and the first Rescaling/Normalization without changing pixel values
 # at inference: augmentation (identity then), resizing and cropping.

@@ -14,7 +14,7 @@ from typing import Literal
 import keras
 import numpy as np
 
-from .graph import ModelGraph
+from reportgen.model.graph import ModelGraph
 
 OutputKind = Literal["softmax", "sigmoid", "logits", "multi-sigmoid"]
 PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")

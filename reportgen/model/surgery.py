@@ -16,8 +16,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .graph import Replace
-from .outputs import PROBABILITY_ACTIVATIONS, final_activation
+from reportgen.model.graph import Replace
+from reportgen.model.outputs import PROBABILITY_ACTIVATIONS, final_activation
 
 Activation = Callable[[Any], Any]
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from .graph import ModelGraph, Node
-from .inputs import is_augmentation
-from .surgery import plain_activation
+from reportgen.model.graph import ModelGraph, Node
+from reportgen.model.inputs import is_augmentation
+from reportgen.model.surgery import plain_activation
 
 CONV_TYPES = (keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D,
               keras.layers.Conv2DTranspose)

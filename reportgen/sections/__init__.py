@@ -8,9 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..context import ModelContext
-from ..report import Section
-from . import (
+from reportgen.sections import (
     activations,
     attribution,
     class_maps,
@@ -22,6 +20,8 @@ from . import (
     training_curves,
     units,
 )
+from reportgen.sections.context import ModelContext
+from reportgen.sections.report import Section
 
 
 @dataclass(frozen=True)

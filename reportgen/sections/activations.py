@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import progress
-from ..context import ModelContext
-from ..imaging import as_rgb, colorize, maps_to_tiles, near_square, normalize_each, resize_nearest, tile_grid
-from ..report import Figure, Section, Table
+from reportgen.sections.context import ModelContext
+from reportgen.sections.report import Figure, Section, Table
+from reportgen.util import progress
+from reportgen.util.imaging import (
+    as_rgb,
+    colorize,
+    maps_to_tiles,
+    near_square,
+    normalize_each,
+    resize_nearest,
+    tile_grid,
+)
 
 DENSE_CELL_TARGET = 96  # a dense layer's near-square grid is about this many pixels wide
 

@@ -8,13 +8,28 @@ from typing import Any
 
 import numpy as np
 
-from .. import progress
-from ..attribution import CAM_METHODS, CONTROL, LABELS, METHODS, Attributions, Attributor, confident_mistakes
-from ..context import ModelContext
-from ..faithfulness import SIGNIFICANCE, Deletion, MethodFaithfulness, deletion_test, most_faithful, summarize
-from ..imaging import as_rgb, overlay_heatmap, resize_nearest, tile_grid, tile_size
-from ..report import Figure, Section, Table
-from ..sanity import SANITY_THRESHOLD, cascade_layers, passes, rank_correlation
+from reportgen.methods.attribution import (
+    CAM_METHODS,
+    CONTROL,
+    LABELS,
+    METHODS,
+    Attributions,
+    Attributor,
+    confident_mistakes,
+)
+from reportgen.methods.faithfulness import (
+    SIGNIFICANCE,
+    Deletion,
+    MethodFaithfulness,
+    deletion_test,
+    most_faithful,
+    summarize,
+)
+from reportgen.methods.sanity import SANITY_THRESHOLD, cascade_layers, passes, rank_correlation
+from reportgen.sections.context import ModelContext
+from reportgen.sections.report import Figure, Section, Table
+from reportgen.util import progress
+from reportgen.util.imaging import as_rgb, overlay_heatmap, resize_nearest, tile_grid, tile_size
 
 MISTAKES, QUICK_MISTAKES = 8, 4
 NOISE_SAMPLES, QUICK_NOISE_SAMPLES = 16, 6

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..report import Section, Table
+from reportgen.sections.report import Section, Table
 
 PAIRS_SHOWN = 5
 

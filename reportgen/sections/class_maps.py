@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..context import ModelContext
-from ..imaging import as_rgb, maps_to_tiles, resize_nearest, tile_grid
-from ..report import Figure, Section, Table
+from reportgen.sections.context import ModelContext
+from reportgen.sections.report import Figure, Section, Table
+from reportgen.util.imaging import as_rgb, maps_to_tiles, resize_nearest, tile_grid
 
 TILE = 56
 

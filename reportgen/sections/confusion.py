@@ -6,9 +6,9 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..context import ModelContext
-from ..imaging import as_rgb, resize_nearest, tile_grid, tile_size
-from ..report import Figure, Section, Table
+from reportgen.sections.context import ModelContext
+from reportgen.sections.report import Figure, Section, Table
+from reportgen.util.imaging import as_rgb, resize_nearest, tile_grid, tile_size
 
 MISTAKES_SHOWN = 24
 PAIRS_SHOWN = 8

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import progress
-from ..context import ModelContext
-from ..deepdream import DEFAULT_PHOTO, DeepDream, Dream, fit_photo, load_photo, resize, similarity
-from ..imaging import as_rgb, resize_nearest, tile_grid
-from ..report import Figure, Section, Table
-from .units import LayerPictures
+from reportgen.methods.deepdream import DEFAULT_PHOTO, DeepDream, Dream, fit_photo, load_photo, resize, similarity
+from reportgen.sections.context import ModelContext
+from reportgen.sections.report import Figure, Section, Table
+from reportgen.sections.units import LayerPictures
+from reportgen.util import progress
+from reportgen.util.imaging import as_rgb, resize_nearest, tile_grid
 
 OCTAVES, SCALE = 6, 1.4  # the smallest octave is 1.4**5 = 5.4 times smaller than the photo
 FIRST_STEPS = 8  # ascent steps at the smallest octave; each larger octave takes 1/SCALE as many

@@ -7,15 +7,16 @@ import dataclasses
 
 import numpy as np
 
-from .. import progress, recognition
-from ..budget import pictured
-from ..context import ModelContext
-from ..featvis import DIVERSITY_IMAGES, LOGITS, FeatVisSettings, FilterImages, visualize_model
-from ..imaging import as_rgb, magnified, resize_nearest, tile_grid, tile_size
-from ..report import Figure, Section, Table
-from ..resemblance import central_crops
-from ..slugs import slugify
-from .units import LayerPictures, gallery_tile, paged_units, save_unit_png
+from reportgen.methods import recognition
+from reportgen.methods.budget import pictured
+from reportgen.methods.featvis import DIVERSITY_IMAGES, LOGITS, FeatVisSettings, FilterImages, visualize_model
+from reportgen.methods.resemblance import central_crops
+from reportgen.sections.context import ModelContext
+from reportgen.sections.report import Figure, Section, Table
+from reportgen.sections.units import LayerPictures, gallery_tile, paged_units, save_unit_png
+from reportgen.util import progress
+from reportgen.util.imaging import as_rgb, magnified, resize_nearest, tile_grid, tile_size
+from reportgen.util.slugs import slugify
 
 DEAD_TINT = np.array([0.85, 0.15, 0.15], np.float32)
 SETTINGS_SHOWN = ("steps", "param", "warmup_steps", "leak", "zoom", "degrees", "scales", "total_variation", "l2")

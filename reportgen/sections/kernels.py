@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..context import ModelContext
-from ..imaging import colorize, resize_nearest, tile_grid
-from ..model.units import conv_kernel
-from ..report import Figure, Section, Table
+from reportgen.model.units import conv_kernel
+from reportgen.sections.context import ModelContext
+from reportgen.sections.report import Figure, Section, Table
+from reportgen.util.imaging import colorize, resize_nearest, tile_grid
 
 KERNEL_TILE = 36
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from ..context import ModelContext
-from ..report import Section, Table
+from reportgen.sections.context import ModelContext
+from reportgen.sections.report import Section, Table
 
 OUTPUT_WORDS = {"softmax": "softmax probabilities", "sigmoid": "one sigmoid unit (binary)",
                 "logits": "logits (no activation), turned into probabilities with a softmax (a sigmoid for one unit)",

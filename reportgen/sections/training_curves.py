@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from ..context import ModelContext
-from ..report import Figure, Section, Table
+from reportgen.sections.context import ModelContext
+from reportgen.sections.report import Figure, Section, Table
 
 
 def build(ctx: ModelContext) -> Section | None:

@@ -9,17 +9,17 @@ from typing import Any
 
 import numpy as np
 
-from .. import progress
-from ..context import ModelContext
-from ..dataset_examples import LayerExamples, top_k
-from ..featvis import ALIKE_SIMILARITY, SAME_PICTURE
-from ..imaging import magnified, resize_nearest, tile_grid, tile_size
-from ..model import ConvUnit, ReceptiveField
-from ..model.surgery import RELU_RULES
-from ..projections import Projector, projection_to_image
-from ..report import Figure, Page, Section, Table
-from ..resemblance import Resemblance, random_test_ids, unit_resemblance
-from ..slugs import slugify
+from reportgen.methods.dataset_examples import LayerExamples, top_k
+from reportgen.methods.featvis import ALIKE_SIMILARITY, SAME_PICTURE
+from reportgen.methods.projections import Projector, projection_to_image
+from reportgen.methods.resemblance import Resemblance, random_test_ids, unit_resemblance
+from reportgen.model import ConvUnit, ReceptiveField
+from reportgen.model.surgery import RELU_RULES
+from reportgen.sections.context import ModelContext
+from reportgen.sections.report import Figure, Page, Section, Table
+from reportgen.util import progress
+from reportgen.util.imaging import magnified, resize_nearest, tile_grid, tile_size
+from reportgen.util.slugs import slugify
 
 TOP_K = 9
 QUICK_UNITS = 8  # per layer in a quick build

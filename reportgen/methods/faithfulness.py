@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .attribution import score_and_probability
+from reportgen.methods.attribution import score_and_probability
 
 SIGNIFICANCE = 2.0  # standard errors: a difference smaller than this is not told apart from noise (about 95%)
 

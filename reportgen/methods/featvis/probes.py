@@ -32,9 +32,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..model import INPUT, Network, Node
-from ..model.surgery import per_channel_affine, with_activation
-from .objectives import LOGITS, Units
+from reportgen.methods.featvis.objectives import LOGITS, Units
+from reportgen.model import INPUT, Network, Node
+from reportgen.model.surgery import per_channel_affine, with_activation
 
 PLAIN, OPTIMISE, WARM_UP = 0, 1, 2
 

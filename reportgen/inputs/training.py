@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,10 @@ from typing import Any
 import keras
 import numpy as np
 
-from .config import ModelSpec
-from .data import Dataset
-from .keras_progress import FitProgress
-from .zoo import build_architecture
+from reportgen.inputs.config import ModelSpec
+from reportgen.inputs.data import Dataset
+from reportgen.inputs.zoo import build_architecture
+from reportgen.util.keras_progress import FitProgress
 
 QUICK_TRAIN_SAMPLES = 10000
 QUICK_EPOCHS = 1
@@ -47,9 +46,8 @@ def load_or_train(
     quick: bool = False,
     retrain: bool = False,
 ) -> TrainedModel:
-    """The model of `spec`: from its file, from the cache, or trained now and cached."""
-    if spec.model_file:
-        return load_model_file(Path(spec.model_file), spec.imports, spec.trust_model_code)
+    """The zoo model of `spec`: from the cache, or trained now and cached (a model file is read by
+    `reportgen.model.files.load_model_file`)."""
     folder = spec.cache_folder(cache_dir, seed, quick)
     if not retrain and (folder / "model.keras").exists():
         meta = json.loads((folder / "history.json").read_text())
@@ -88,24 +86,6 @@ def train(spec: ModelSpec, data: Dataset, seed: int, quick: bool = False) -> Tra
     )
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     return TrainedModel(model, history, "trained", time.perf_counter() - start)
-
-
-def load_model_file(path: Path, imports: Sequence[str] = (), trust_code: bool = False) -> TrainedModel:
-    """A user's saved model (.keras or .h5), read as `reportgen.model.files.read_model_file` reads it.
-
-    Args:
-        path: The model file.
-        imports: Modules or `.py` files defining its custom classes, imported first.
-        trust_code: Load with Keras' safe mode off (Lambda layers run code stored in the file).
-
-    Raises:
-        ReportgenError: One line naming the cause and the fix, for every way it can fail.
-    """
-    from .model.files import read_model_file
-
-    read = read_model_file(path, imports, trust_code)
-    return TrainedModel(read.model, read_history(history_path(path)), "file", 0.0, path,
-                        dtype_policy=read.dtype_policy, mended=read.mended, trusted_code=read.trusted_code)
 
 
 def model_file_record(trained: TrainedModel) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from scipy.stats import rankdata
 
-from .model import INPUT, Network
+from reportgen.model import INPUT, Network
 
 # A mean Spearman correlation at or above this fails: 0.7 is the usual line of a "strong" monotone
 # relation (independent maps score 0, a map that ignores the model 1). The paper gives no number; the

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
-from .errors import ReportgenError
+from reportgen.util.errors import ReportgenError
 
 
 def mnist_3conv(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from .model import ChannelStats, Network
+from reportgen.model import ChannelStats, Network
 
 
 @dataclass

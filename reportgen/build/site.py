@@ -16,13 +16,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from . import progress
-from .config import BuildOptions, ModelSpec
-from .errors import ReportgenError
-from .fingerprint import STATIC, user_templates, using_templates
-from .ownership import check_site, mark_model_folder, mark_site
-from .render import check_templates, render_index
-from .status import is_up_to_date, read_report
+from reportgen.util import progress
+from reportgen.inputs.config import BuildOptions, ModelSpec
+from reportgen.util.errors import ReportgenError
+from reportgen.build.fingerprint import STATIC, user_templates, using_templates
+from reportgen.build.ownership import check_site, mark_model_folder, mark_site
+from reportgen.build.render import check_templates, render_index
+from reportgen.build.status import is_up_to_date, read_report
 
 STAGING_PREFIX = ".staging-"
 HISTORY = "history"
@@ -68,15 +68,15 @@ def check_inputs(specs: list[ModelSpec]) -> None:
     """Cheap checks before any work starts, so bad input never half-builds a site."""
     if not specs:
         return
-    from .data import check_spec
-    from .zoo import ARCHITECTURES
+    from reportgen.inputs.data import check_spec
+    from reportgen.inputs.zoo import ARCHITECTURES
 
     for spec in specs:
         check_spec(spec.dataset)
         if spec.architecture and spec.architecture not in ARCHITECTURES:
             raise ReportgenError(f"unknown architecture {spec.architecture!r} (known: {', '.join(ARCHITECTURES)})")
         if spec.model_file:
-            from .training import load_model_file
+            from reportgen.model.files import load_model_file
 
             # fails fast on missing, corrupt or non-Keras files
             load_model_file(Path(spec.model_file), spec.imports, spec.trust_model_code)
@@ -96,7 +96,7 @@ def navigation_models(specs: list[ModelSpec], out: Path) -> list[tuple[str, str]
 
 def build_into_place(spec: ModelSpec, options: BuildOptions,
                      site_models: list[tuple[str, str]] | None = None) -> dict[str, Any]:
-    from .pipeline import build_model_report  # TensorFlow is imported only when a model is built
+    from reportgen.build.pipeline import build_model_report  # TensorFlow is imported only when a model is built
 
     final = options.out / spec.slug
     staging = options.out / f"{STAGING_PREFIX}{spec.slug}-{os.getpid()}"

@@ -16,10 +16,11 @@ from typing import Any
 
 import jinja2
 
-from . import __version__, progress
-from .errors import ReportgenError
-from .fingerprint import STATIC, TEMPLATES_DIR, user_templates
-from .report import Page, Section
+from reportgen import __version__
+from reportgen.util import progress
+from reportgen.util.errors import ReportgenError
+from reportgen.build.fingerprint import STATIC, TEMPLATES_DIR, user_templates
+from reportgen.sections.report import Page, Section
 
 PACKAGE_PREFIX = "reportgen"  # "reportgen/base.html": the package's base.html, even when the user overrides it
 TEMPLATE_SUFFIXES = (".html", ".md")

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from .model import ChannelStats, ConvUnit
+from reportgen.model import ChannelStats, ConvUnit
 
 Choice = Literal["activation", "even"]
 CHOICES = ("activation", "even")

@@ -11,10 +11,10 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import __version__
-from .config import ModelSpec
+from reportgen import __version__
+from reportgen.inputs.config import ModelSpec
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = PACKAGE_DIR / "templates"  # package data: ships in the wheel and the sdist
 STATIC = "static"  # a user's templates/static/ is copied to the site's static/
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ReportgenError
+from reportgen.util.errors import ReportgenError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,7 +28,7 @@ class ModelSpec:
 
     name: str
     dataset: str
-    architecture: str | None = None  # a name from reportgen.zoo
+    architecture: str | None = None  # a name from reportgen.inputs.zoo
     model_file: str | None = None  # or a saved .keras / .h5 model
     epochs: int = 3
     batch_size: int = 128
@@ -48,7 +48,7 @@ class ModelSpec:
 
     @property
     def slug(self) -> str:
-        from .slugs import slugify
+        from reportgen.util.slugs import slugify
 
         return slugify(self.name)
 

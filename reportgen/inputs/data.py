@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ReportgenError
+from reportgen.util.errors import ReportgenError
 
 DIGITS = [str(i) for i in range(10)]
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .model import ReceptiveField
+from reportgen.model import ReceptiveField
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .model import ModelGraph, Network
-from .projections import batch_rows
+from reportgen.methods.projections import batch_rows
+from reportgen.model import ModelGraph, Network
 
 METHODS: dict[str, str] = {
     "saliency": "Saliency",

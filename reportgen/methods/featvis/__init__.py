@@ -1,6 +1,6 @@
 """Feature visualization: the input pattern each filter or class responds to most.
 
-    from reportgen.featvis import LOGITS, FeatVisSettings, visualize_classes, visualize_filters, visualize_model
+    from reportgen.methods.featvis import LOGITS, FeatVisSettings, visualize_classes, visualize_filters, visualize_model
     filters = visualize_filters(model, "conv2", settings=FeatVisSettings(), seed=0)
     filters.images, filters.activation          # (N, H, W, C) in [0, 1], (N,) mean activation reached
     everything = visualize_model(model, {"conv1": None, "conv2": None, LOGITS: None})  # one optimisation
@@ -21,10 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .. import progress
-from ..model import Network
-from ..projections import batch_rows
-from .objectives import (
+from reportgen.methods.featvis.objectives import (
     LOGITS,
     Objective,
     centred_grams,
@@ -37,8 +34,20 @@ from .objectives import (
     neuron,
     relative,
 )
-from .probes import PLAIN, LayerPath, Probe, layer_path, layer_probe, logit_probe
-from .render import CLASS_PRESET, FeatVisSettings, Part, Renderer, RenderResult, penalties, render_units, stack
+from reportgen.methods.featvis.probes import PLAIN, LayerPath, Probe, layer_path, layer_probe, logit_probe
+from reportgen.methods.featvis.render import (
+    CLASS_PRESET,
+    FeatVisSettings,
+    Part,
+    Renderer,
+    RenderResult,
+    penalties,
+    render_units,
+    stack,
+)
+from reportgen.methods.projections import batch_rows
+from reportgen.model import Network
+from reportgen.util import progress
 
 __all__ = [
     "ALIKE_SIMILARITY", "CLASS_PRESET", "DIVERSITY_IMAGES", "LOGITS", "SAME_PICTURE", "FeatVisSettings", "FilterImages",

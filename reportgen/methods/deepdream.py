@@ -24,9 +24,9 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from . import progress
-from .errors import ReportgenError
-from .model import Network
+from reportgen.model import Network
+from reportgen.util import progress
+from reportgen.util.errors import ReportgenError
 
 DEFAULT_PHOTO = "chelsea"  # skimage.data sample images ship inside the wheel: no download
 GRAY = np.array([0.299, 0.587, 0.114], np.float32)

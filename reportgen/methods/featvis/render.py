@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from .objectives import Objective
-from .params import make_param
-from .probes import OPTIMISE, PLAIN, WARM_UP, Probe
-from .regularizers import Regularizer, blur, l2, total_variation
-from .transforms import standard_transforms
+from reportgen.methods.featvis.objectives import Objective
+from reportgen.methods.featvis.params import make_param
+from reportgen.methods.featvis.probes import OPTIMISE, PLAIN, WARM_UP, Probe
+from reportgen.methods.featvis.regularizers import Regularizer, blur, l2, total_variation
+from reportgen.methods.featvis.transforms import standard_transforms
 
 IDENTITY_DRAW = 0.5  # the uniform draw every standard transform maps to "no change"
 
@@ -82,7 +82,7 @@ class FeatVisSettings:
 
     @classmethod
     def from_config(cls, values: dict) -> FeatVisSettings:
-        """Settings from a model's `feature_vis` config table (already checked by reportgen.config); its
+        """Settings from a model's `feature_vis` config table (already checked by reportgen.inputs.config); its
         `classes` table is for `for_classes`."""
         return cls(**_parsed({key: value for key, value in values.items() if key != "classes"}))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from .data import Dataset
+from reportgen.inputs.data import Dataset
 
 JUDGE_SIDE = 32  # larger inputs are area-averaged down to at most this many pixels a side: fast on colour photos
 HIDDEN = 128

@@ -7,7 +7,7 @@ from typing import Any
 
 import keras
 
-from . import progress
+from reportgen.util import progress
 
 
 class FitProgress(keras.callbacks.Callback):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import ReportgenError
+from reportgen.util.errors import ReportgenError
 
 SITE_MARKER = ".reportgen-site"
 MANIFEST = ".reportgen-files"

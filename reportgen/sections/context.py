@@ -11,12 +11,12 @@ import keras
 import matplotlib
 import numpy as np
 
-from .budget import Budget, Plan, plan
-from .config import ModelSpec
-from .data import Dataset
-from .imaging import PngWriter
-from .model import ChannelStats, Network, TestPass
-from .slugs import slugify
+from reportgen.inputs.config import ModelSpec
+from reportgen.inputs.data import Dataset
+from reportgen.methods.budget import Budget, Plan, plan
+from reportgen.model import ChannelStats, Network, TestPass
+from reportgen.util.imaging import PngWriter
+from reportgen.util.slugs import slugify
 
 matplotlib.use("Agg")
 
@@ -80,7 +80,7 @@ class ModelContext:
             n = len(self.data.x_test)
             bad = [i for i in self.spec.samples if not 0 <= i < n]
             if bad:
-                from .errors import ReportgenError
+                from reportgen.util.errors import ReportgenError
 
                 raise ReportgenError(f"sample index {bad[0]} is outside the test set (0..{n - 1})")
             return list(self.spec.samples)

@@ -21,8 +21,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .model import Network
-from .model.surgery import RELU_RULES
+from reportgen.model import Network
+from reportgen.model.surgery import RELU_RULES
 
 INPUT_BUDGET = 1 << 22  # input values per gradient batch: ~5000 MNIST images, ~60 colour 150x150 ones
 ACTIVATION_BUDGET = 1 << 26  # values the network computes per gradient batch (256 MB in float32): 22 rows of a

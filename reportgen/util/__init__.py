@@ -1,0 +1,1 @@
+"""Helpers every layer may use: errors, progress output, image grids and slugs."""
