@@ -115,3 +115,35 @@ def test_a_layer_named_logits_is_a_layer_not_the_classes():
     results = visualize_model(network, {"logits": None, LOGITS: None}, FeatVisSettings(steps=2))
     assert results["logits"].peak is not None and len(results["logits"].units) == 3
     assert results[LOGITS].probability is not None and len(results[LOGITS].units) == 2
+
+
+@pytest.mark.slow
+def test_a_model_of_free_size_is_fed_the_data_at_its_size_and_pictured_on_a_stated_canvas(tmp_path):
+    """keras.Input((None, None, 1)), global pooling, Dense: saved, then built from the command line."""
+    from user_models import reportgen_process
+
+    keras.utils.set_random_seed(0)
+    (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+    train, test = y_train < 3, y_test < 3
+    x_train, y_train = x_train[train][:3000, ..., None] / 255.0, y_train[train][:3000]
+    x_test, y_test = x_test[test][:300], y_test[test][:300]
+    inputs = keras.Input((None, None, 1))
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(16, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x_train, y_train, epochs=1, batch_size=64, verbose=0)
+    model.save(tmp_path / "free.keras")
+    np.savez(tmp_path / "digits.npz", x_test=x_test, y_test=y_test)
+    result = reportgen_process("build", "--quick", "-q", "--model-file", str(tmp_path / "free.keras"),
+                               "--dataset", f"npz:{tmp_path / 'digits.npz'}", "--out", str(tmp_path / "site"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "site" / "free" / "report.json").read_text(encoding="utf-8"))
+    own = model.predict(x_test[..., None] / 255.0, verbose=0).argmax(axis=1)
+    assert report["metrics"]["test_accuracy"] == pytest.approx(float(np.mean(own == y_test)), abs=1e-6)
+    feature_vis = next(s for s in report["sections"] if s["id"] == "feature-vis")
+    canvas = feature_vis["data"]["pictures"]["canvas"]
+    assert any(f"{canvas[0]}x{canvas[1]} px canvas" in note for note in feature_vis["notes"])
+    assert any("test images are fed at their own size (28x28 px)" in note for note in feature_vis["notes"])

@@ -13,22 +13,21 @@ import numpy as np
 import tensorflow as tf
 
 from reportgen import __version__
-from reportgen.util import progress
-from reportgen.inputs.config import BuildOptions, ModelSpec
-from reportgen.sections.context import ModelContext
-from reportgen.inputs.data import Dataset, fit_to_model, load_dataset
-from reportgen.util.errors import ReportgenError
 from reportgen.build.fingerprint import file_digest, inputs_fingerprint
-from reportgen.util.imaging import PngWriter
-from reportgen.model import Network
-from reportgen.model.files import choose_output, image_input_size
-from reportgen.model.inputs import given_input
 from reportgen.build.render import render_model_pages
-from reportgen.sections.report import Section, jsonable
+from reportgen.inputs.config import BuildOptions, ModelSpec
+from reportgen.inputs.data import Dataset, fit_to_model, load_dataset
+from reportgen.inputs.training import TrainedModel, load_or_train, model_file_record
+from reportgen.model import Network
+from reportgen.model.files import choose_output, image_input_size, load_model_file
+from reportgen.model.inputs import given_input
 from reportgen.sections import SECTION_BUILDERS
 from reportgen.sections.changes import compare_reports
-from reportgen.inputs.training import TrainedModel, load_or_train, model_file_record
-from reportgen.model.files import load_model_file
+from reportgen.sections.context import ModelContext
+from reportgen.sections.report import Section, jsonable
+from reportgen.util import progress
+from reportgen.util.errors import ReportgenError
+from reportgen.util.imaging import PngWriter
 
 
 def build_model_report(spec: ModelSpec, options: BuildOptions, folder: Path,

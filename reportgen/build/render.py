@@ -17,10 +17,10 @@ from typing import Any
 import jinja2
 
 from reportgen import __version__
-from reportgen.util import progress
-from reportgen.util.errors import ReportgenError
 from reportgen.build.fingerprint import STATIC, TEMPLATES_DIR, user_templates
 from reportgen.sections.report import Page, Section
+from reportgen.util import progress
+from reportgen.util.errors import ReportgenError
 
 PACKAGE_PREFIX = "reportgen"  # "reportgen/base.html": the package's base.html, even when the user overrides it
 TEMPLATE_SUFFIXES = (".html", ".md")

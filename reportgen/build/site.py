@@ -16,13 +16,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from reportgen.util import progress
-from reportgen.inputs.config import BuildOptions, ModelSpec
-from reportgen.util.errors import ReportgenError
 from reportgen.build.fingerprint import STATIC, user_templates, using_templates
 from reportgen.build.ownership import check_site, mark_model_folder, mark_site
 from reportgen.build.render import check_templates, render_index
 from reportgen.build.status import is_up_to_date, read_report
+from reportgen.inputs.config import BuildOptions, ModelSpec
+from reportgen.util import progress
+from reportgen.util.errors import ReportgenError
 
 STAGING_PREFIX = ".staging-"
 HISTORY = "history"

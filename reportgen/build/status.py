@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reportgen.inputs.config import BuildOptions, ModelSpec
 from reportgen.build.fingerprint import file_digest, inputs_fingerprint, weights_path
+from reportgen.inputs.config import BuildOptions, ModelSpec
 
 
 def read_report(out: Path, spec: ModelSpec) -> dict[str, Any] | None:
