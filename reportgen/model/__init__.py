@@ -38,6 +38,7 @@ __all__ = ["INPUT", "ChannelStats", "ConvUnit", "InputRange", "ModelGraph", "Net
            "TestPass", "given_range"]
 
 PREDICT_BATCH = 256  # rows per forward pass, at most
+FREE_SIDE = 64  # the side a model of free size is costed at when no image size is given
 FORWARD_BUDGET = 1 << 26  # values the network computes per forward batch: 31 rows of EfficientNetB0 at 64x64
 _NETWORKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # keras.Model -> Network, for Network.of
 
@@ -124,7 +125,7 @@ class Network:
         what a gradient batch costs in memory per row, for a deep model far more than the image itself."""
         height, width = self.image_shape[:2]
         if None in (height, width):
-            return self._values_at(self.canvas(64) if size is None else (int(size[0]), int(size[1])))
+            return self._values_at(self.canvas(FREE_SIDE) if size is None else (int(size[0]), int(size[1])))
         area = 1.0 if size is None else size[0] * size[1] / (height * width)
         return max(1, round(self._values_at_input_size * area))
 
@@ -132,13 +133,12 @@ class Network:
         """The values a model of free size computes for one image of `size` (traced at that size)."""
         if size not in self._values_by_size:
             graph = self._flatten(input_shape=(None, *size, self.image_shape[-1]), partial=True)
-            self._values_by_size[size] = max(1, sum(int(np.prod(node.shape[1:])) for node in graph.nodes.values()
-                                                    if node.tensor is not None))
+            self._values_by_size[size] = max(1, _values_per_image(graph))
         return self._values_by_size[size]
 
     @cached_property
     def _values_at_input_size(self) -> int:
-        return sum(int(np.prod([d or 1 for d in node.shape[1:]])) for node in self.graph.nodes.values())
+        return _values_per_image(self.graph)
 
     def canvas(self, cap: int, any_size: bool = True) -> tuple[int, int]:
         """The (height, width) an optimisation of this model runs at: its input size, or at most `cap` on a
@@ -335,6 +335,12 @@ class Network:
 
     def crops_are_exact(self, path: str) -> bool:
         return crops_are_exact(self.graph, path)
+
+
+def _values_per_image(graph: ModelGraph) -> int:
+    """How many values the traced nodes of `graph` compute for one image (a free dimension counts 1)."""
+    return sum(int(np.prod([d or 1 for d in node.shape[1:]])) for node in graph.nodes.values()
+               if node.tensor is not None)
 
 
 def _stream(model: keras.Model, images: np.ndarray, batch_size: int, progress_label: str | None = None) -> Any:
