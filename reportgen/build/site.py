@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reportgen.build.executor import check_executor
 from reportgen.build.fingerprint import STATIC, user_templates, using_templates
 from reportgen.build.ownership import check_site, mark_model_folder, mark_site
 from reportgen.build.render import check_templates, render_index
@@ -40,6 +43,7 @@ def build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str, 
 
 def _build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str, Any]]:
     out = options.out
+    check_executor(options.executor)
     check_inputs([spec for spec in specs if not is_up_to_date(spec, options)])
     static = user_static()
     if static is not None and (STATIC in [spec.slug for spec in specs] or (out / STATIC / "report.json").exists()):
@@ -50,18 +54,74 @@ def _build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str,
     mark_site(out)
     site_models = navigation_models(specs, out)
     copy_static(out)
-    reports = []
+    reports: dict[str, dict[str, Any]] = {}
+    jobs = []
     for number, spec in enumerate(specs, start=1):
         if is_up_to_date(spec, options):
             progress.log(f"[{number}/{len(specs)}] {spec.name}: up to date, skipped")
-            reports.append(read_report(out, spec))
-            continue
-        progress.log(f"[{number}/{len(specs)}] {spec.name}")
-        reports.append(build_into_place(spec, options, site_models))
+            reports[spec.slug] = read_report(out, spec)
+        else:
+            jobs.append(ModelJob(spec, options, str(staging_folder(options.out, spec)),
+                                 earlier_reports(out / spec.slug), site_models, f"[{number}/{len(specs)}] {spec.name}"))
+    for job, report in build_models(jobs, options):
+        reports[job.spec.slug] = report
         write_front_pages(out)  # each finished model is on the index, styled, while the next one builds
     write_front_pages(out)
     (out / ".nojekyll").touch()
-    return reports
+    return [reports[spec.slug] for spec in specs]
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    """One model's build, as any executor's worker gets it: paths, specs and numbers only."""
+
+    spec: ModelSpec
+    options: BuildOptions
+    staging: str  # the folder the worker writes the model's report into
+    earlier: list[dict[str, Any]]  # the model's earlier report.json records, newest first
+    site_models: list[tuple[str, str]]
+    label: str  # "[2/5] name", for progress and errors
+
+
+def build_models(jobs: list[ModelJob], options: BuildOptions) -> Iterator[tuple[ModelJob, dict[str, Any]]]:
+    """Build every job on the executor `options` names and swap each model in as it finishes. Only this
+    process (the driver) swaps: a job that fails for good leaves that model's previous folder as it was,
+    and no staging folder behind."""
+    if not jobs:
+        return
+    from reportgen.build.executor import Resources, open_executor
+
+    executor = open_executor(options.executor, options.ray_address)
+    try:
+        run = executor.run(build_model_job, jobs, lambda job: job.label,
+                           Resources(options.cpus_per_model, options.gpus_per_model))
+        for job, report in run:
+            staging, final = Path(job.staging), options.out / job.spec.slug
+            keep_history(final, staging)
+            mark_model_folder(staging)
+            swap_in(staging, final)
+            yield job, report
+    finally:
+        executor.close()
+        for job in jobs:
+            shutil.rmtree(job.staging, ignore_errors=True)
+
+
+def build_model_job(job: ModelJob) -> dict[str, Any]:
+    """Build one model into its staging folder, wherever this runs; returns its report. A job run again after
+    its worker was lost starts from an empty folder."""
+    from reportgen.build.pipeline import build_model_report  # TensorFlow is imported only when a model is built
+
+    staging = Path(job.staging)
+    shutil.rmtree(staging, ignore_errors=True)
+    if job.options.executor != "local":
+        progress.set_quiet(True)  # only the driver prints
+    return build_model_report(job.spec, job.options, staging, job.earlier, job.site_models)
+
+
+def staging_folder(out: Path, spec: ModelSpec) -> Path:
+    """Where a model is built before it is swapped in (named after the driver, which alone swaps)."""
+    return out / f"{STAGING_PREFIX}{spec.slug}-{os.getpid()}"
 
 
 def check_inputs(specs: list[ModelSpec]) -> None:
@@ -96,20 +156,10 @@ def navigation_models(specs: list[ModelSpec], out: Path) -> list[tuple[str, str]
 
 def build_into_place(spec: ModelSpec, options: BuildOptions,
                      site_models: list[tuple[str, str]] | None = None) -> dict[str, Any]:
-    from reportgen.build.pipeline import build_model_report  # TensorFlow is imported only when a model is built
-
-    final = options.out / spec.slug
-    staging = options.out / f"{STAGING_PREFIX}{spec.slug}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        earlier = earlier_reports(final)
-        report = build_model_report(spec, options, staging, earlier, site_models or [(spec.name, spec.slug)])
-        keep_history(final, staging)
-        mark_model_folder(staging)
-        swap_in(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return report
+    """Build one model on the executor `options` names and swap it into the site."""
+    job = ModelJob(spec, options, str(staging_folder(options.out, spec)), earlier_reports(options.out / spec.slug),
+                   site_models or [(spec.name, spec.slug)], spec.name)
+    return next(report for _, report in build_models([job], options))
 
 
 def earlier_reports(folder: Path) -> list[dict[str, Any]]:

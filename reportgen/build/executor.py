@@ -1,0 +1,167 @@
+"""Where a build's independent jobs run: in this process (the default) or on a Ray cluster.
+
+An executor takes a module-level function and jobs that hold only paths, specs and numbers (never a live
+Keras object: a worker loads the `.keras` file itself) and yields each job's result as it finishes.
+`LocalExecutor` runs them one after another here, as reportgen always did, and never imports Ray;
+`RayExecutor` runs one Ray task per job with the CPU and GPU share each job asks for, retries a job whose
+worker was lost, and turns a job's error into one `Error:` line naming the job. Only the caller (the
+driver) acts on results: it prints and swaps finished models into the site.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from reportgen.util import progress
+from reportgen.util.errors import ReportgenError
+
+RAY_MISSING = 'Ray is not installed: --ray and executor = "ray" need it: pip install "reportgen[ray]"'
+RETRIES = 2  # a job whose worker process or node died is run again this many times
+# Environment a worker needs to find what the driver finds: the Keras datasets, this reportgen, quiet TensorFlow.
+WORKER_ENV = ("KERAS_HOME", "PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL")
+
+Job = TypeVar("Job")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one job takes of a node."""
+
+    cpus: int = 1
+    gpus: float = 0.0
+
+
+class Executor(Protocol):
+    """Runs `fn(job)` for every job and yields (job, result) as each finishes."""
+
+    name: str
+
+    def run(self, fn: Callable[[Job], Any], jobs: Iterable[Job], label: Callable[[Job], str],
+            resources: Resources) -> Iterator[tuple[Job, Any]]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+class LocalExecutor:
+    """Every job in this process, in order: today's build."""
+
+    name = "local"
+
+    def run(self, fn: Callable[[Job], Any], jobs: Iterable[Job], label: Callable[[Job], str],
+            resources: Resources) -> Iterator[tuple[Job, Any]]:
+        for job in jobs:
+            progress.log(label(job))
+            yield job, fn(job)
+
+    def describe(self) -> dict[str, Any]:
+        return {"executor": self.name}
+
+    def close(self) -> None:
+        pass
+
+
+class RayExecutor:
+    """One Ray task per job on a cluster (`address` HOST:PORT or "auto") or a private instance ("local").
+
+    "auto" joins the cluster RAY_ADDRESS or `ray start` names, else starts a private instance with this
+    machine's CPUs and GPUs. Jobs run in worker processes that Ray starts fresh (no fork of this process);
+    each gets `Resources` of a node, and Ray sets CUDA_VISIBLE_DEVICES for its GPU share.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str = "auto", num_cpus: int | None = None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ReportgenError(RAY_MISSING) from None
+        self._ray = ray
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        env = {key: os.environ[key] for key in WORKER_ENV if key in os.environ}
+        self._runtime_env = {"env_vars": env} if env else None
+        private = {"include_dashboard": False, "log_to_driver": False, "num_cpus": num_cpus,
+                   "configure_logging": False}
+        self._owned = not ray.is_initialized()
+        if not self._owned:
+            self.address = "this process's"
+        elif address == "local":
+            ray.init(address="local", **private)
+            self.address = "local"
+        elif address == "auto":
+            try:
+                ray.init(address="auto", log_to_driver=False, configure_logging=False)
+                self.address = "auto"
+            except ConnectionError:
+                ray.init(address="local", **private)
+                self.address = "local"
+        else:
+            try:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+            except (ConnectionError, ValueError) as exc:
+                raise ReportgenError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
+            self.address = address
+
+    def run(self, fn: Callable[[Job], Any], jobs: Iterable[Job], label: Callable[[Job], str],
+            resources: Resources) -> Iterator[tuple[Job, Any]]:
+        ray = self._ray
+        remote = ray.remote(fn).options(num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=RETRIES,
+                                        retry_exceptions=False, runtime_env=self._runtime_env)
+        pending = {remote.remote(job): job for job in jobs}
+        total, done, start = len(pending), 0, time.perf_counter()
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                job = pending.pop(ready[0])
+                result = self._result(ready[0], label(job))
+                done += 1
+                progress.log(f"[{done}/{total}] {label(job)}: done after {time.perf_counter() - start:.0f} s")
+                yield job, result
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+
+    def _result(self, ref: Any, label: str) -> Any:
+        """The job's result, or one `Error:` line naming the job."""
+        ray = self._ray
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if exc.cause is not None else exc
+            if isinstance(cause, ReportgenError):
+                raise ReportgenError(f"{label}: {cause}") from None
+            message = str(cause).strip().splitlines()[-1] if str(cause).strip() else ""
+            raise ReportgenError(f"{label}: {type(cause).__name__}: {message}") from None
+        except ray.exceptions.RayError as exc:  # a worker or node lost more often than RETRIES allows
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ReportgenError(f"{label}: lost its Ray worker {RETRIES + 1} times ({first})") from None
+
+    def describe(self) -> dict[str, Any]:
+        """The executor and the cluster's devices, for report.json."""
+        resources = self._ray.cluster_resources()
+        return {"executor": self.name, "ray_address": self.address, "ray_version": self._ray.__version__,
+                "nodes": len([node for node in self._ray.nodes() if node.get("Alive")]),
+                "cluster_cpus": resources.get("CPU", 0), "cluster_gpus": resources.get("GPU", 0)}
+
+    def close(self) -> None:
+        if self._owned and self._ray.is_initialized():
+            self._ray.shutdown()
+
+
+def check_executor(kind: str) -> None:
+    """Before any work: Ray is importable when the build asks for it, else one `Error:` line."""
+    if kind == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ReportgenError(RAY_MISSING) from None
+
+
+def open_executor(kind: str, address: str = "auto") -> LocalExecutor | RayExecutor:
+    """The executor a build asked for ("local" or "ray"); Ray is imported only for "ray"."""
+    return RayExecutor(address) if kind == "ray" else LocalExecutor()
