@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,7 @@ class ModelJob:
     earlier: list[dict[str, Any]]  # the model's earlier report.json records, newest first
     site_models: list[tuple[str, str]]
     label: str  # "[2/5] name", for progress and errors
+    cwd: str = field(default_factory=os.getcwd)  # what relative paths in the spec are relative to
 
 
 def build_models(jobs: list[ModelJob], options: BuildOptions) -> Iterator[tuple[ModelJob, dict[str, Any]]]:
@@ -116,6 +117,7 @@ def build_model_job(job: ModelJob) -> dict[str, Any]:
     shutil.rmtree(staging, ignore_errors=True)
     if job.options.executor != "local":
         progress.set_quiet(True)  # only the driver prints
+        os.chdir(job.cwd)  # a worker reads the model file, data and imports where the driver would
     return build_model_report(job.spec, job.options, staging, job.earlier, job.site_models)
 
 
