@@ -70,6 +70,7 @@ def main() -> None:
     total = sum(s for _, s in timings)
     print(f"  {'total':<{width}}  {total:7.2f} s")
     print(f"  tracing: {clock.seconds:.2f} s in {clock.traces} traces, {clock.seconds / total:.0%} of the total")
+    print(f"  longest traces: {clock.largest()}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ class TraceClock:
 
     def __init__(self) -> None:
         self.seconds, self.traces, self._depth = 0.0, 0, 0
+        self.by_name: dict[str, list[float]] = {}  # function name -> seconds of each outermost trace
         self._original = func_graph.func_graph_from_py_func
 
     def __enter__(self) -> TraceClock:
@@ -34,11 +35,18 @@ class TraceClock:
             finally:
                 self._depth -= 1
                 if self._depth == 0:
-                    self.seconds += time.perf_counter() - start
+                    seconds = time.perf_counter() - start
+                    self.seconds += seconds
                     self.traces += 1
+                    self.by_name.setdefault(str(args[0] if args else kwargs.get("name")), []).append(seconds)
 
         func_graph.func_graph_from_py_func = timed
         return self
+
+    def largest(self, count: int = 5) -> str:
+        """The functions whose traces took longest, for a report line."""
+        ranked = sorted(self.by_name.items(), key=lambda item: -sum(item[1]))[:count]
+        return ", ".join(f"{name} {sum(times):.2f} s ({len(times)}x)" for name, times in ranked)
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:

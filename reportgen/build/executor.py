@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from reportgen.util import progress
@@ -41,7 +42,9 @@ class Executor(Protocol):
     name: str
 
     def run(self, fn: Callable[[Job], Any], jobs: Iterable[Job], label: Callable[[Job], str],
-            resources: Resources) -> Iterator[tuple[Job, Any]]: ...
+            resources: Resources, weight: Callable[[Job], float] = lambda job: 1.0) -> Iterator[tuple[Job, Any]]: ...
+
+    def check_storage(self, folder: Path, paths: list[str]) -> None: ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -54,10 +57,13 @@ class LocalExecutor:
     name = "local"
 
     def run(self, fn: Callable[[Job], Any], jobs: Iterable[Job], label: Callable[[Job], str],
-            resources: Resources) -> Iterator[tuple[Job, Any]]:
+            resources: Resources, weight: Callable[[Job], float] = lambda job: 1.0) -> Iterator[tuple[Job, Any]]:
         for job in jobs:
             progress.log(label(job))
             yield job, fn(job)
+
+    def check_storage(self, folder: Path, paths: list[str]) -> None:
+        pass  # this process reads what the driver reads
 
     def describe(self) -> dict[str, Any]:
         return {"executor": self.name}
@@ -108,23 +114,51 @@ class RayExecutor:
             self.address = address
 
     def run(self, fn: Callable[[Job], Any], jobs: Iterable[Job], label: Callable[[Job], str],
-            resources: Resources) -> Iterator[tuple[Job, Any]]:
+            resources: Resources, weight: Callable[[Job], float] = lambda job: 1.0) -> Iterator[tuple[Job, Any]]:
+        """All jobs at once, Ray placing them; one bar whose ETA counts each job's `weight` (its expected work)."""
         ray = self._ray
         remote = ray.remote(fn).options(num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=RETRIES,
                                         retry_exceptions=False, runtime_env=self._runtime_env)
         pending = {remote.remote(job): job for job in jobs}
-        total, done, start = len(pending), 0, time.perf_counter()
+        work = {ref: max(1, round(weight(job))) for ref, job in pending.items()}
+        start = time.perf_counter()
         try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                job = pending.pop(ready[0])
-                result = self._result(ready[0], label(job))
-                done += 1
-                progress.log(f"[{done}/{total}] {label(job)}: done after {time.perf_counter() - start:.0f} s")
-                yield job, result
+            with progress.bar(sum(work.values()), f"models on Ray ({len(pending)})", unit="work") as bar:
+                while pending:
+                    ready, _ = ray.wait(list(pending), num_returns=1)
+                    job = pending.pop(ready[0])
+                    result = self._result(ready[0], label(job))
+                    progress.log(f"{label(job)}: done after {time.perf_counter() - start:.0f} s")
+                    bar.update(work[ready[0]])
+                    yield job, result
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
+
+    def check_storage(self, folder: Path, paths: list[str]) -> None:
+        """Before any work: one task on every node reads a file the driver just wrote into `folder` (the site)
+        and finds every one of `paths` (model files, data, the cache's folder), else one `Error:` line: every node
+        must see the same storage at the same paths."""
+        ray = self._ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        token = f"{os.getpid()}-{time.time_ns()}"
+        marker = folder / f".reportgen-probe-{token}"
+        marker.write_text(token, encoding="utf-8")
+        try:
+            probe = ray.remote(_sees)
+            nodes = [node for node in ray.nodes() if node.get("Alive")]
+            refs = {probe.options(num_cpus=0, max_retries=RETRIES, runtime_env=self._runtime_env,
+                                  scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+                    .remote(str(marker), token, paths, os.getcwd()): node.get("NodeManagerAddress", "?")
+                    for node in nodes}
+            for ref, address in refs.items():
+                missing = ray.get(ref)
+                if missing:
+                    raise ReportgenError(f"Ray node {address} does not see {missing}: the model files, data, cache and "
+                                         "site must be on storage every node sees, at the same path")
+        finally:
+            marker.unlink(missing_ok=True)
 
     def _result(self, ref: Any, label: str) -> Any:
         """The job's result, or one `Error:` line naming the job."""
@@ -151,6 +185,19 @@ class RayExecutor:
     def close(self) -> None:
         if self._owned and self._ray.is_initialized():
             self._ray.shutdown()
+
+
+def _sees(marker: str, token: str, paths: list[str], cwd: str) -> str | None:
+    """On one node: the first of the driver's marker file and `paths` (relative to `cwd`) it cannot see."""
+    try:
+        if Path(marker).read_text(encoding="utf-8") != token:
+            return str(Path(marker).parent)
+    except OSError:
+        return str(Path(marker).parent)
+    for path in paths:
+        if not (Path(cwd) / path).exists():
+            return path
+    return None
 
 
 def check_executor(kind: str) -> None:

@@ -94,8 +94,9 @@ def build_models(jobs: list[ModelJob], options: BuildOptions) -> Iterator[tuple[
 
     executor = open_executor(options.executor, options.ray_address)
     try:
+        executor.check_storage(options.out, shared_paths(jobs, options))
         run = executor.run(build_model_job, jobs, lambda job: job.label,
-                           Resources(options.cpus_per_model, options.gpus_per_model))
+                           Resources(options.cpus_per_model, options.gpus_per_model), expected_work)
         for job, report in run:
             staging, final = Path(job.staging), options.out / job.spec.slug
             keep_history(final, staging)
@@ -119,6 +120,25 @@ def build_model_job(job: ModelJob) -> dict[str, Any]:
         progress.set_quiet(True)  # only the driver prints
         os.chdir(job.cwd)  # a worker reads the model file, data and imports where the driver would
     return build_model_report(job.spec, job.options, staging, job.earlier, job.site_models)
+
+
+def shared_paths(jobs: list[ModelJob], options: BuildOptions) -> list[str]:
+    """What every worker must find: each model file, file dataset, photo and import file, and the cache's folder."""
+    paths = [str(options.cache_dir.parent)]
+    for spec in (job.spec for job in jobs):
+        paths += [spec.model_file or "", spec.dream_image or "",
+                  *(spec.dataset.split(":", 1)[1:] if spec.dataset.startswith(("npz:", "folder:")) else []),
+                  *(item for item in spec.imports if item.endswith(".py"))]
+    return sorted({path for path in paths if path})
+
+
+def expected_work(job: ModelJob) -> float:
+    """A model build's expected work, for the ETA, before TensorFlow is loaded: its file's megabytes (weights
+    dominate what a report computes), 10 for a model reportgen trains."""
+    if job.spec.model_file:
+        path = Path(job.cwd) / job.spec.model_file
+        return max(1.0, path.stat().st_size / 1e6) if path.is_file() else 1.0
+    return 10.0
 
 
 def staging_folder(out: Path, spec: ModelSpec) -> Path:
