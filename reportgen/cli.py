@@ -107,6 +107,7 @@ def build(config_path, models, model_file, output_name, imports, trust_model_cod
         ray_address=ray_address or config.ray_address,
         cpus_per_model=config.cpus_per_model,
         gpus_per_model=config.gpus_per_model,
+        granularity=config.granularity,
         batch_memory_share=config.batch_memory_share,
     )
     reports = build_site(specs, options)

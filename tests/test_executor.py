@@ -88,6 +88,19 @@ def test_a_zoo_built_on_ray_is_the_serial_build(zoo, serial_site, ray_address, t
     assert all(name in index for name in MODELS)
 
 
+def test_one_model_with_its_chunks_on_ray_actors_is_the_serial_build(zoo, serial_site, ray_address, tmp_path):
+    project = _copy(zoo, tmp_path / "project")
+    config = (project / "reportgen.toml").read_text()
+    (project / "reportgen.toml").write_text(config.replace("[build]\n", '[build]\ngranularity = "chunk"\n', 1))
+    out = tmp_path / "site"
+    result = build(project, out, "--model", "alpha", "--ray", ray_address)
+    assert result.returncode == 0, result.stderr
+    serial = json.loads((serial_site / "alpha" / "report.json").read_text())
+    on_actors = json.loads((out / "alpha" / "report.json").read_text())
+    assert numbers(on_actors) == numbers(serial)
+    assert files(out / "alpha") == files(serial_site / "alpha")
+
+
 def test_a_worker_killed_mid_build_is_retried_and_the_site_is_whole(zoo, ray_address, tmp_path):
     out = tmp_path / "site"
     command = [sys.executable, "-m", "reportgen", "build", "--config", str(zoo / "reportgen.toml"), "--out", str(out),
@@ -111,12 +124,8 @@ def test_a_worker_killed_mid_build_is_retried_and_the_site_is_whole(zoo, ray_add
 
 def test_a_model_failing_on_ray_keeps_its_previous_folder(zoo, serial_site, ray_address, tmp_path):
     out = tmp_path / "site"
-    project = tmp_path / "project"
-    project.mkdir()
-    for name in [*(f"{model}.keras" for model in MODELS), "data.npz"]:
-        (project / name).symlink_to(zoo / name)
-    config = (zoo / "reportgen.toml").read_text()
-    (project / "reportgen.toml").write_text(config)
+    project = _copy(zoo, tmp_path / "project")
+    config = (project / "reportgen.toml").read_text()
     assert build(project, out, "--model", "beta").returncode == 0
     before = {p: p.read_bytes() for p in sorted((out / "beta").rglob("*")) if p.is_file()}
     four = tiny_dataset(num_classes=4)  # the model has 3 outputs: its build fails in the worker, after the checks
@@ -145,6 +154,15 @@ def test_ray_without_ray_installed_is_one_error_line(zoo, tmp_path):
     assert result.stderr.strip().splitlines() == [
         'Error: Ray is not installed: --ray and executor = "ray" need it: pip install "reportgen[ray]"']
     assert not out.exists()
+
+
+def _copy(zoo: Path, project: Path) -> Path:
+    """A project of its own with the zoo's models, data and config."""
+    project.mkdir()
+    for name in [*(f"{model}.keras" for model in MODELS), "data.npz", "reportgen.toml"]:
+        (project / name).symlink_to(zoo / name) if name != "reportgen.toml" else \
+            (project / name).write_text((zoo / name).read_text())
+    return project
 
 
 def _workers(task: str) -> list[int]:

@@ -10,6 +10,7 @@ driver) acts on results: it prints and swaps finished models into the site.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -89,8 +90,8 @@ class RayExecutor:
             raise ReportgenError(RAY_MISSING) from None
         self._ray = ray
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        env = {key: os.environ[key] for key in WORKER_ENV if key in os.environ}
-        self._runtime_env = {"env_vars": env} if env else None
+        logging.getLogger("ray").setLevel(logging.ERROR)  # its notices at start-up; errors reach the user as ours
+        self._runtime_env = worker_runtime_env()
         private = {"include_dashboard": False, "log_to_driver": False, "num_cpus": num_cpus,
                    "configure_logging": False}
         self._owned = not ray.is_initialized()
@@ -187,6 +188,12 @@ class RayExecutor:
             self._ray.shutdown()
 
 
+def worker_runtime_env() -> dict[str, Any] | None:
+    """The driver's environment variables a worker needs (WORKER_ENV), as a Ray runtime_env."""
+    env = {key: os.environ[key] for key in WORKER_ENV if key in os.environ}
+    return {"env_vars": env} if env else None
+
+
 def _sees(marker: str, token: str, paths: list[str], cwd: str) -> str | None:
     """On one node: the first of the driver's marker file and `paths` (relative to `cwd`) it cannot see."""
     try:
@@ -212,3 +219,75 @@ def check_executor(kind: str) -> None:
 def open_executor(kind: str, address: str = "auto") -> LocalExecutor | RayExecutor:
     """The executor a build asked for ("local" or "ray"); Ray is imported only for "ray"."""
     return RayExecutor(address) if kind == "ray" else LocalExecutor()
+
+
+class ChunkWorker:
+    """A Ray actor that holds one model (loaded from its file as the build loads it) and renders its feature-
+    visualization chunks, keeping every chunk layout's traced loop for the next chunk of that layout."""
+
+    def __init__(self, job: Any) -> None:
+        from reportgen.build.pipeline import load_model_and_data
+        from reportgen.methods.featvis import ChunkRenderer
+
+        progress.set_quiet(True)
+        os.chdir(job.cwd)
+        _, network, _ = load_model_and_data(job.spec, job.options)
+        self.renderer = ChunkRenderer(network)
+
+    def render(self, chunk: Any, seed: int) -> Any:
+        return self.renderer.render(chunk, seed)
+
+
+class RayChunkPool:
+    """Feature-visualization chunks of one model spread over `workers` ChunkWorker actors: largest first, each
+    to an idle worker that already traced its layout when there is one. A lost actor is restarted (it loads the
+    model again) and its chunk retried."""
+
+    def __init__(self, job: Any, workers: int, resources: Resources) -> None:
+        import ray
+
+        self._ray, self._job, self._count, self._resources = ray, job, max(1, workers), resources
+        self.workers: list[Any] = []
+
+    def run(self, chunks: list, seed: int) -> Iterator[tuple[int, Any]]:
+        from reportgen.methods.featvis import chunk_layout, chunk_work
+
+        ray = self._ray
+        if not self.workers:  # started once the driver has loaded (or trained) the model they load
+            actor = ray.remote(ChunkWorker).options(num_cpus=self._resources.cpus, num_gpus=self._resources.gpus,
+                                                    max_restarts=RETRIES, max_task_retries=RETRIES,
+                                                    runtime_env=worker_runtime_env())
+            self.workers = [actor.remote(self._job) for _ in range(self._count)]
+        progress.log(f"    {len(chunks)} chunk(s) on {len(self.workers)} Ray worker(s), largest first")
+        order = sorted(range(len(chunks)), key=lambda i: -chunk_work(chunks[i]))
+        traced: dict[int, set] = {w: set() for w in range(len(self.workers))}
+        idle, running = list(range(len(self.workers))), {}
+        while order or running:
+            while idle and order:
+                worker = idle.pop(0)
+                pick = next((i for i in order if chunk_layout(chunks[i]) in traced[worker]), order[0])
+                order.remove(pick)
+                traced[worker].add(chunk_layout(chunks[pick]))
+                running[self.workers[worker].render.remote(chunks[pick], seed)] = (worker, pick)
+            ready, _ = ray.wait(list(running), num_returns=1)
+            worker, index = running.pop(ready[0])
+            idle.append(worker)
+            try:
+                yield index, ray.get(ready[0])
+            except ray.exceptions.RayError as exc:
+                message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                raise ReportgenError(f"feature-visualization chunk {index + 1} of {len(chunks)}: {message}") from None
+
+    def close(self) -> None:
+        for worker in self.workers:
+            self._ray.kill(worker)
+
+
+def chunk_workers(resources: Resources) -> int:
+    """How many chunk workers fit the cluster: one per GPU share, else one per `resources.cpus` CPUs."""
+    import ray
+
+    total = ray.cluster_resources()
+    if resources.gpus:
+        return max(1, int(total.get("GPU", 0) // resources.gpus))
+    return max(1, int(total.get("CPU", 1) // resources.cpus))

@@ -180,7 +180,8 @@ def assemble_report(ctx: ModelContext, trained: TrainedModel, sections: list[Sec
         },
         "build": {"seed": options.seed, "quick": options.quick, "seconds": seconds,
                   "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  "executor": options.executor, "host": platform.node(), "batch": batch_budget().record()},
+                  "executor": options.executor, "host": platform.node(), "batch": batch_budget().record(),
+                  **({"granularity": options.granularity} if options.executor == "ray" else {})},
         "thumbnail": next((s.figures[0].path for s in sections if s.id == "class-maps" and s.figures), None),
         "sections": [s.to_json() for s in sections],
     }

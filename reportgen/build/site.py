@@ -90,13 +90,16 @@ def build_models(jobs: list[ModelJob], options: BuildOptions) -> Iterator[tuple[
     and no staging folder behind."""
     if not jobs:
         return
-    from reportgen.build.executor import Resources, open_executor
+    from reportgen.build.executor import LocalExecutor, Resources, open_executor
 
     executor = open_executor(options.executor, options.ray_address)
     try:
         executor.check_storage(options.out, shared_paths(jobs, options))
-        run = executor.run(build_model_job, jobs, lambda job: job.label,
-                           Resources(options.cpus_per_model, options.gpus_per_model), expected_work)
+        resources = Resources(options.cpus_per_model, options.gpus_per_model)
+        if options.granularity == "chunk" and executor.name == "ray":  # models here, their chunks on Ray actors
+            run = LocalExecutor().run(build_model_job, jobs, lambda job: job.label, resources)
+        else:
+            run = executor.run(build_model_job, jobs, lambda job: job.label, resources, expected_work)
         for job, report in run:
             staging, final = Path(job.staging), options.out / job.spec.slug
             keep_history(final, staging)
@@ -116,6 +119,17 @@ def build_model_job(job: ModelJob) -> dict[str, Any]:
 
     staging = Path(job.staging)
     shutil.rmtree(staging, ignore_errors=True)
+    if job.options.executor == "ray" and job.options.granularity == "chunk":  # this is the driver
+        from reportgen.build.executor import RayChunkPool, Resources, chunk_workers
+        from reportgen.methods.featvis import run_chunks_with
+
+        resources = Resources(job.options.cpus_per_model, job.options.gpus_per_model)
+        pool = RayChunkPool(job, chunk_workers(resources), resources)
+        try:
+            with run_chunks_with(pool.run):
+                return build_model_report(job.spec, job.options, staging, job.earlier, job.site_models)
+        finally:
+            pool.close()
     if job.options.executor != "local":
         progress.set_quiet(True)  # only the driver prints
         os.chdir(job.cwd)  # a worker reads the model file, data and imports where the driver would

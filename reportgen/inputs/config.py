@@ -82,6 +82,9 @@ class Config:
     ray_address: str = "auto"  # "auto" (a running cluster, else a private one), "local", or HOST:PORT
     cpus_per_model: int = 1
     gpus_per_model: float = 0.0
+    # "model": one Ray task per model build; "chunk": the models one after another here, each one's feature-
+    # visualization chunks spread over Ray actors (one per cpus_per_model CPUs, or per gpus_per_model GPUs)
+    granularity: str = "model"
     batch_memory_share: float | None = None  # of the device's memory per gradient batch (methods.budget)
 
     def resolve(self, path: str) -> Path:
@@ -123,12 +126,14 @@ class BuildOptions:
     ray_address: str = "auto"
     cpus_per_model: int = 1
     gpus_per_model: float = 0.0
+    granularity: str = "model"  # with Ray: "model" or "chunk" (see Config)
     batch_memory_share: float | None = None  # None: the device's default (methods.budget)
 
 
 BUILD_KEYS = {"out": str, "cache_dir": str, "seed": int, "templates": str, "executor": str, "ray_address": str,
-              "cpus_per_model": int, "gpus_per_model": float, "batch_memory_share": float}
+              "cpus_per_model": int, "gpus_per_model": float, "granularity": str, "batch_memory_share": float}
 EXECUTORS = ("local", "ray")
+GRANULARITIES = ("model", "chunk")
 # The FeatVisSettings a config may set, with their types (checked here, before TensorFlow is imported).
 FEATURE_VIS_KEYS = {"steps": int, "warmup_steps": int, "settle_steps": int, "param": str, "learning_rate": float,
                     "leak": float, "zoom": float, "degrees": float, "scales": list, "total_variation": float,
@@ -197,6 +202,8 @@ def _check_build_value(key: str, value: Any, source: str) -> None:
     """The ranges of the executor and batch keys of [build]."""
     if key == "executor" and value not in EXECUTORS:
         raise ReportgenError(f"{source}: 'build.executor' must be one of {', '.join(EXECUTORS)}, not {value!r}")
+    if key == "granularity" and value not in GRANULARITIES:
+        raise ReportgenError(f"{source}: 'build.granularity' must be one of {', '.join(GRANULARITIES)}, not {value!r}")
     if key == "cpus_per_model" and value < 1:
         raise ReportgenError(f"{source}: 'build.cpus_per_model' must be at least 1, not {value}")
     if key == "gpus_per_model" and value < 0:

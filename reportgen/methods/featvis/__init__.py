@@ -13,7 +13,8 @@ optionally multi-scale).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import combinations, groupby
 
@@ -202,36 +203,98 @@ def _optimisations(network: Network, kinds: dict[str, dict[str, np.ndarray]], wh
 
 def _render(network: Network, chunks: list[Chunk], paths: dict[str, LayerPath], logits: Probe | None, seed: int,
             layer_count: int) -> dict[tuple[str, str], list[tuple[RenderResult, np.ndarray]]]:
-    """Each optimisation run; (layer path, kind) -> its results in item order, each with the objective minus
-    penalties of every slot (what `_best_starts` compares). Chunks of one layout (canvas, settings, and each
-    part's layer, kind and slot count) share their parts and compiled loops: one trace for all of them."""
-    rendered: dict[tuple[str, str], list[tuple[RenderResult, np.ndarray]]] = {}
+    """Each optimisation run (here, or where `run_chunks_with` sends them); (layer path, kind) -> its results in
+    item order, each with the objective minus penalties of every slot (what `_best_starts` compares)."""
     slots_in_all = sum(_slots_of(item) for *_, chunk, _ in chunks for item in chunk)
     steps = " or ".join(sorted({str(own.steps) for _, own, *_ in chunks}, key=int, reverse=True))
     progress.log(f"    feature visualization: {slots_in_all:,} images of "
                  f"{layer_count} layers and classes in {len(chunks)} optimisation(s) of {steps} steps")
-    loops: dict[tuple, _Loop] = {}
+    here = ChunkRenderer(network, paths, logits)
+    runner = _chunk_runner or (lambda chunks, seed: ((i, here.render(chunk, seed)) for i, chunk in enumerate(chunks)))
+    outputs: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     with progress.bar(len(chunks), "feature visualization", unit="chunk") as bar:
-        for size, own, chunk, width in chunks:
-            runs = [(key, list(run)) for key, run in groupby(chunk, key=lambda item: (item[0], item[1]))]
-            # a chunk of one layer and kind may be padded to its layout's slots; a stacked one is never padded
-            counts = [len(run) if len(runs) > 1 else width // _slots_of(run[0]) for _, run in runs]
-            layout = (size, own, tuple((name, kind, count) for ((name, kind), _), count in zip(runs, counts)))
-            if layout not in loops:
-                loops[layout] = _Loop([_part(network, name, kind, count, own, paths.get(name), logits)
-                                       for ((name, kind), _), count in zip(runs, counts)])
-            loop = loops[layout]
-            slots = [slot for item in chunk for slot in _slots(item)]
-            result = render_units(loop.probe, loop.objective, size, own, [part.slots for part in loop.parts],
-                                  np.array([unit for unit, _ in slots]), seed,
-                                  np.array([attempt for _, attempt in slots]), loop.steady, loop.spread,
-                                  loop.renderers)
-            totals = result.values - penalties(own, result.images) if own.starts > 1 else result.values
-            offsets = np.cumsum([0] + [sum(map(_slots_of, run)) for _, run in runs])
-            for (key, _), a, b in zip(runs, offsets[:-1], offsets[1:]):
-                rendered.setdefault(key, []).append((RenderResult(result.images[a:b], result.values[a:b]), totals[a:b]))
+        for index, output in runner(chunks, seed):
+            outputs[index] = output
             bar.update()
+    rendered: dict[tuple[str, str], list[tuple[RenderResult, np.ndarray]]] = {}
+    for index, (_, _, chunk, _) in enumerate(chunks):
+        images, values, totals = outputs[index]
+        runs = [(key, list(run)) for key, run in groupby(chunk, key=lambda item: (item[0], item[1]))]
+        offsets = np.cumsum([0] + [sum(map(_slots_of, run)) for _, run in runs])
+        for (key, _), a, b in zip(runs, offsets[:-1], offsets[1:]):
+            rendered.setdefault(key, []).append((RenderResult(images[a:b], values[a:b]), totals[a:b]))
     return rendered
+
+
+ChunkRunner = Callable[[list[Chunk], int], Iterator[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]]
+_chunk_runner: ChunkRunner | None = None
+
+
+@contextmanager
+def run_chunks_with(runner: ChunkRunner) -> Iterator[None]:
+    """Inside the block, feature visualization hands its chunks to `runner(chunks, seed)`, which yields
+    (chunk index, `ChunkRenderer.render`'s output) in any order: e.g. workers that each hold the model in a
+    `ChunkRenderer`. A chunk's composition is fixed before, so where it runs does not change its result."""
+    global _chunk_runner
+    before, _chunk_runner = _chunk_runner, runner
+    try:
+        yield
+    finally:
+        _chunk_runner = before
+
+
+def chunk_layout(chunk: Chunk) -> tuple:
+    """What chunks sharing one compiled loop have in common: canvas, settings, and each part's layer, kind and
+    slot count (a chunk of one layer and kind may be padded to its layout's slots; a stacked one never is)."""
+    size, own, items, width = chunk
+    runs = [(key, len(list(run))) for key, run in groupby(items, key=lambda item: (item[0], item[1]))]
+    return size, own, tuple((name, kind, count if len(runs) > 1 else width // _slots_of((name, kind, 0, 0)))
+                            for (name, kind), count in runs)
+
+
+def chunk_work(chunk: Chunk) -> int:
+    """A chunk's expected work, for ordering (largest first) and ETAs: slots x steps x canvas pixels."""
+    size, own, _, width = chunk
+    return width * own.steps * size[0] * size[1]
+
+
+class ChunkRenderer:
+    """Renders chunks of one network, keeping each layout's parts and compiled loops: chunks of one layout
+    share one trace, here or in a worker process that holds the model."""
+
+    def __init__(self, network: Network, paths: dict[str, LayerPath] | None = None,
+                 logits: Probe | None = None) -> None:
+        self.network, self._paths, self._logits = network, dict(paths or {}), logits
+        self.loops: dict[tuple, _Loop] = {}
+
+    def render(self, chunk: Chunk, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The chunk's images, objective values and totals (values minus penalties with several starts), in
+        slot order, without the padding."""
+        size, own, items, _ = chunk
+        key = chunk_layout(chunk)
+        if key not in self.loops:
+            self.loops[key] = _Loop([_part(self.network, name, kind, count, own, self._path(name),
+                                           self._logit_probe() if name == LOGITS else None)
+                                     for name, kind, count in key[2]])
+        loop = self.loops[key]
+        slots = [slot for item in items for slot in _slots(item)]
+        result = render_units(loop.probe, loop.objective, size, own, [part.slots for part in loop.parts],
+                              np.array([unit for unit, _ in slots]), seed, np.array([attempt for _, attempt in slots]),
+                              loop.steady, loop.spread, loop.renderers)
+        totals = result.values - penalties(own, result.images) if own.starts > 1 else result.values
+        return result.images, result.values, totals
+
+    def _path(self, name: str) -> LayerPath | None:
+        if name == LOGITS:
+            return None
+        if name not in self._paths:
+            self._paths[name] = layer_path(self.network, name)
+        return self._paths[name]
+
+    def _logit_probe(self) -> Probe:
+        if self._logits is None:
+            self._logits = logit_probe(self.network)
+        return self._logits
 
 
 class _Loop:
