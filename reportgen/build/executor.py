@@ -5,7 +5,8 @@ Keras object: a worker loads the `.keras` file itself) and yields each job's res
 `LocalExecutor` runs them one after another here, as reportgen always did, and never imports Ray;
 `RayExecutor` runs one Ray task per job with the CPU and GPU share each job asks for, retries a job whose
 worker was lost, and turns a job's error into one `Error:` line naming the job. Only the caller (the
-driver) acts on results: it prints and swaps finished models into the site.
+driver) acts on results: it prints and swaps finished models into the site. `RayChunkPool` spreads one model's
+feature-visualization chunks over Ray actors (`ChunkWorker`) that each hold the model and its traced loops.
 """
 
 from __future__ import annotations
@@ -276,7 +277,8 @@ class RayChunkPool:
                 yield index, ray.get(ready[0])
             except ray.exceptions.RayError as exc:
                 message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-                raise ReportgenError(f"feature-visualization chunk {index + 1} of {len(chunks)}: {message}") from None
+                where = f"{self._job.spec.name}: feature-visualization chunk {index + 1} of {len(chunks)}"
+                raise ReportgenError(f"{where}: {message}") from None
 
     def close(self) -> None:
         for worker in self.workers:
