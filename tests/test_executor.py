@@ -177,3 +177,13 @@ def _workers(task: str) -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+def test_an_unreachable_cluster_is_one_error_line_before_anything_is_written(zoo, tmp_path):
+    out = tmp_path / "site"
+    result = reportgen_process("build", "--config", str(zoo / "reportgen.toml"), "--out", str(out), "--quick",
+                               "--ray", "127.0.0.1:1", cwd=zoo, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot reach the Ray cluster at 127.0.0.1:1")
+    assert not out.exists()

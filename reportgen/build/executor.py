@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -109,6 +110,7 @@ class RayExecutor:
                 ray.init(address="local", **private)
                 self.address = "local"
         else:
+            _check_reachable(address)
             try:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
             except (ConnectionError, ValueError) as exc:
@@ -187,6 +189,17 @@ class RayExecutor:
     def close(self) -> None:
         if self._owned and self._ray.is_initialized():
             self._ray.shutdown()
+
+
+def _check_reachable(address: str, seconds: float = 10.0) -> None:
+    """A HOST:PORT cluster address answers, else one `Error:` line (Ray itself would keep trying for minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ReportgenError(f"--ray {address!r}: expected auto, local or HOST:PORT (e.g. 10.0.0.5:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except OSError as exc:
+        raise ReportgenError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc})") from None
 
 
 def worker_runtime_env() -> dict[str, Any] | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reportgen.build.executor import check_executor
+from reportgen.build.executor import Executor, LocalExecutor, Resources, check_executor, open_executor
 from reportgen.build.fingerprint import STATIC, user_templates, using_templates
 from reportgen.build.ownership import check_site, mark_model_folder, mark_site
 from reportgen.build.render import check_templates, render_index
@@ -44,12 +44,23 @@ def build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str, 
 def _build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str, Any]]:
     out = options.out
     check_executor(options.executor)
-    check_inputs([spec for spec in specs if not is_up_to_date(spec, options)])
+    pending = [spec for spec in specs if not is_up_to_date(spec, options)]
+    check_inputs(pending)
     static = user_static()
     if static is not None and (STATIC in [spec.slug for spec in specs] or (out / STATIC / "report.json").exists()):
         raise ReportgenError(f"a model's folder would be {out / STATIC}, where the static files of {static} go: "
                              "rename the model")
     check_site(out, [spec.slug for spec in specs] + ([STATIC] if static is not None else []))
+    executor = open_executor(options.executor, options.ray_address) if pending else None  # reached before writing
+    try:
+        return _write_site(specs, options, executor)
+    finally:
+        if executor is not None:
+            executor.close()
+
+
+def _write_site(specs: list[ModelSpec], options: BuildOptions, executor: Executor | None) -> list[dict[str, Any]]:
+    out = options.out
     out.mkdir(parents=True, exist_ok=True)
     mark_site(out)
     site_models = navigation_models(specs, out)
@@ -63,7 +74,7 @@ def _build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str,
         else:
             jobs.append(ModelJob(spec, options, str(staging_folder(options.out, spec)),
                                  earlier_reports(out / spec.slug), site_models, f"[{number}/{len(specs)}] {spec.name}"))
-    for job, report in build_models(jobs, options):
+    for job, report in build_models(jobs, options, executor):
         reports[job.spec.slug] = report
         write_front_pages(out)  # each finished model is on the index, styled, while the next one builds
     write_front_pages(out)
@@ -84,15 +95,15 @@ class ModelJob:
     cwd: str = field(default_factory=os.getcwd)  # what relative paths in the spec are relative to
 
 
-def build_models(jobs: list[ModelJob], options: BuildOptions) -> Iterator[tuple[ModelJob, dict[str, Any]]]:
-    """Build every job on the executor `options` names and swap each model in as it finishes. Only this
-    process (the driver) swaps: a job that fails for good leaves that model's previous folder as it was,
-    and no staging folder behind."""
+def build_models(jobs: list[ModelJob], options: BuildOptions,
+                 executor: Executor | None = None) -> Iterator[tuple[ModelJob, dict[str, Any]]]:
+    """Build every job on `executor` (default: the one `options` names, opened and closed here) and swap each
+    model in as it finishes. Only this process (the driver) swaps: a job that fails for good leaves that model's
+    previous folder as it was, and no staging folder behind."""
     if not jobs:
         return
-    from reportgen.build.executor import LocalExecutor, Resources, open_executor
-
-    executor = open_executor(options.executor, options.ray_address)
+    own = executor is None
+    executor = executor or open_executor(options.executor, options.ray_address)
     try:
         executor.check_storage(options.out, shared_paths(jobs, options))
         resources = Resources(options.cpus_per_model, options.gpus_per_model)
@@ -107,7 +118,8 @@ def build_models(jobs: list[ModelJob], options: BuildOptions) -> Iterator[tuple[
             swap_in(staging, final)
             yield job, report
     finally:
-        executor.close()
+        if own:
+            executor.close()
         for job in jobs:
             shutil.rmtree(job.staging, ignore_errors=True)
 
