@@ -13,6 +13,7 @@ optionally multi-scale).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -259,13 +260,14 @@ def chunk_work(chunk: Chunk) -> int:
 
 
 class ChunkRenderer:
-    """Renders chunks of one network, keeping each layout's parts and compiled loops: chunks of one layout
-    share one trace, here or in a worker process that holds the model."""
+    """Renders chunks of one network, keeping the parts and compiled loops of the `keep` layouts used last:
+    chunks of one layout share one trace, here or in a worker process that holds the model. (Each loop holds a
+    traced copy of the model up to its layers: a deep model's loops, all kept, would add up to gigabytes.)"""
 
     def __init__(self, network: Network, paths: dict[str, LayerPath] | None = None,
-                 logits: Probe | None = None) -> None:
-        self.network, self._paths, self._logits = network, dict(paths or {}), logits
-        self.loops: dict[tuple, _Loop] = {}
+                 logits: Probe | None = None, keep: int = 4) -> None:
+        self.network, self._paths, self._logits, self._keep = network, dict(paths or {}), logits, keep
+        self.loops: OrderedDict[tuple, _Loop] = OrderedDict()
 
     def render(self, chunk: Chunk, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The chunk's images, objective values and totals (values minus penalties with several starts), in
@@ -276,6 +278,9 @@ class ChunkRenderer:
             self.loops[key] = _Loop([_part(self.network, name, kind, count, own, self._path(name),
                                            self._logit_probe() if name == LOGITS else None)
                                      for name, kind, count in key[2]])
+            while len(self.loops) > self._keep:
+                self.loops.popitem(last=False)
+        self.loops.move_to_end(key)
         loop = self.loops[key]
         slots = [slot for item in items for slot in _slots(item)]
         result = render_units(loop.probe, loop.objective, size, own, [part.slots for part in loop.parts],
