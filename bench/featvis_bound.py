@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--model", default="mnist-3conv")
     parser.add_argument("--steps", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunk-size", type=int, default=FeatVisSettings.chunk_size,
+                        help="units per optimisation: small values show what sharing one traced loop saves")
     args = parser.parse_args()
 
     config = load_config(REPO / "reportgen.toml")
@@ -41,7 +43,7 @@ def main() -> None:
     model = load_or_train(spec, load_dataset(spec.dataset), config.resolve(config.cache_dir), config.seed).model
     network = Network(model)
     layers = {unit.path: unit.channels for unit in network.units}
-    settings = FeatVisSettings(steps=args.steps)
+    settings = FeatVisSettings(steps=args.steps, chunk_size=args.chunk_size)
 
     visualize_model(model, {next(iter(layers)): [0]}, FeatVisSettings(steps=2))  # TensorFlow warmed up, untimed
     runs = []
@@ -49,17 +51,18 @@ def main() -> None:
         with TraceClock() as clock:
             start = time.perf_counter()
             visualize_model(model, dict.fromkeys(layers), settings, seed=0)
-            runs.append((time.perf_counter() - start, clock.seconds))
-    seconds, tracing = min(runs)
+            runs.append((time.perf_counter() - start, clock.seconds, clock.traces))
+    seconds, tracing, traces = min(runs)
 
     forward = conv_flops(model)  # per image, cumulative up to each conv layer
     flops = sum(2 * forward[name] * count * args.steps for name, count in layers.items())
     rate = matmul_flops()
     bound = flops / rate
     print(f"{spec.name}: {sum(layers.values())} filters ({', '.join(f'{n} {c}' for n, c in layers.items())}), "
-          f"{args.steps} steps")
+          f"{args.steps} steps, at most {args.chunk_size} per optimisation")
     print(f"  engine (visualize_model, best of {args.repeats}): {seconds:.2f} s, of which tracing {tracing:.2f} s "
-          f"(all runs: {', '.join(f'{s:.2f}' for s, _ in runs)} s)")
+          f"in {traces} traces "
+          f"(all runs: {', '.join(f'{s:.2f}' for s, *_ in runs)} s)")
     print(f"  convolutions forward + input gradient: {flops / 1e9:.1f} GFLOP; large matmul {rate / 1e9:.0f} GFLOP/s "
           f"-> arithmetic bound {bound:.2f} s")
     print(f"  engine / bound: {seconds / bound:.1f}x (goal: 2.5x); without tracing {(seconds - tracing) / bound:.1f}x")
