@@ -202,6 +202,22 @@ def _check_reachable(address: str, seconds: float = 10.0) -> None:
         raise ReportgenError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc})") from None
 
 
+def prepare_worker(cpus: int) -> None:
+    """In a Ray worker, before TensorFlow runs anything: its thread pools sized to the worker's CPU share (TF
+    ignores the OMP_NUM_THREADS Ray sets, and N workers on a node would each start all-core pools), and GPU
+    memory taken as needed, so workers sharing a GPU (`gpus_per_model` < 1) fit. A reused worker keeps its
+    settings (TensorFlow refuses to change them once it has started)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cpus)
+        tf.config.threading.set_inter_op_parallelism_threads(cpus)
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError:
+        pass
+
+
 def worker_runtime_env() -> dict[str, Any] | None:
     """The driver's environment variables a worker needs (WORKER_ENV), as a Ray runtime_env."""
     env = {key: os.environ[key] for key in WORKER_ENV if key in os.environ}
@@ -244,6 +260,7 @@ class ChunkWorker:
         from reportgen.methods.featvis import ChunkRenderer
 
         progress.set_quiet(True)
+        prepare_worker(job.options.cpus_per_model)
         os.chdir(job.cwd)
         _, network, _ = load_model_and_data(job.spec, job.options)
         self.renderer = ChunkRenderer(network)

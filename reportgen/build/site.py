@@ -143,7 +143,10 @@ def build_model_job(job: ModelJob) -> dict[str, Any]:
         finally:
             pool.close()
     if job.options.executor != "local":
+        from reportgen.build.executor import prepare_worker
+
         progress.set_quiet(True)  # only the driver prints
+        prepare_worker(job.options.cpus_per_model)
         os.chdir(job.cwd)  # a worker reads the model file, data and imports where the driver would
     return build_model_report(job.spec, job.options, staging, job.earlier, job.site_models)
 
