@@ -49,8 +49,6 @@ class Executor(Protocol):
 
     def check_storage(self, folder: Path, paths: list[str]) -> None: ...
 
-    def describe(self) -> dict[str, Any]: ...
-
     def close(self) -> None: ...
 
 
@@ -67,9 +65,6 @@ class LocalExecutor:
 
     def check_storage(self, folder: Path, paths: list[str]) -> None:
         pass  # this process reads what the driver reads
-
-    def describe(self) -> dict[str, Any]:
-        return {"executor": self.name}
 
     def close(self) -> None:
         pass
@@ -178,13 +173,6 @@ class RayExecutor:
         except ray.exceptions.RayError as exc:  # a worker or node lost more often than RETRIES allows
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ReportgenError(f"{label}: lost its Ray worker {RETRIES + 1} times ({first})") from None
-
-    def describe(self) -> dict[str, Any]:
-        """The executor and the cluster's devices, for report.json."""
-        resources = self._ray.cluster_resources()
-        return {"executor": self.name, "ray_address": self.address, "ray_version": self._ray.__version__,
-                "nodes": len([node for node in self._ray.nodes() if node.get("Alive")]),
-                "cluster_cpus": resources.get("CPU", 0), "cluster_gpus": resources.get("GPU", 0)}
 
     def close(self) -> None:
         if self._owned and self._ray.is_initialized():
