@@ -5,7 +5,9 @@
 
 Trains (or loads from the cache) the model, or reads the model file, first,
 then times the pass over the test set (predictions and every conv channel's
-statistics) and every section builder on it, and prints a table and the total.
+statistics) and every section builder on it, and prints a table and the total,
+with the share of it spent tracing `tf.function`s (Python building graphs, timed
+around TensorFlow's graph builder, outermost calls only).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+
+from tracing import TraceClock  # bench/tracing.py
 
 from reportgen.build.pipeline import load_model_and_data
 from reportgen.inputs.config import BuildOptions, ModelSpec, load_config
@@ -42,7 +46,8 @@ def main() -> None:
     trained, network, data = load_model_and_data(spec, options)
 
     timings: list[tuple[str, float]] = []
-    with tempfile.TemporaryDirectory() as out, PngWriter(background=True) as writer:
+    clock = TraceClock()
+    with clock, tempfile.TemporaryDirectory() as out, PngWriter(background=True) as writer:
         ctx = ModelContext(spec=spec, network=network, data=data, out_dir=Path(out), history=trained.history,
                            seed=config.seed, quick=args.quick, cache_dir=None if spec.model_file else options.cache_dir,
                            writer=writer)  # as the build does
@@ -62,7 +67,10 @@ def main() -> None:
     print(f"{spec.name}{' (quick)' if args.quick else ''}: report without training")
     for name, seconds in timings:
         print(f"  {name:<{width}}  {seconds:7.2f} s")
-    print(f"  {'total':<{width}}  {sum(s for _, s in timings):7.2f} s")
+    total = sum(s for _, s in timings)
+    print(f"  {'total':<{width}}  {total:7.2f} s")
+    print(f"  tracing: {clock.seconds:.2f} s in {clock.traces} traces, {clock.seconds / total:.0%} of the total")
+    print(f"  longest traces: {clock.largest()}")
 
 
 if __name__ == "__main__":

@@ -67,10 +67,14 @@ def config_option(f):
               help="The model's images went through keras.applications' preprocess_input in this mode, outside the "
                    "model: caffe (VGG, ResNet50), tf (MobileNet(V2), ResNetV2, Xception, Inception) or torch "
                    "(DenseNet). A per-channel mean and std: preprocess = { ... } in the config.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", metavar="[auto|local|ADDRESS]",
+              help="Build the models on Ray, one task per model: auto (the cluster RAY_ADDRESS or `ray start` names, "
+                   "else a private one), local (a private one on this machine) or HOST:PORT. Needs "
+                   "pip install \"reportgen[ray]\". Default: [build] executor in the config, else in this process.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output: only errors.")
 @click.option("--debug", is_flag=True, help="Show the full traceback of an unexpected error.")
 def build(config_path, models, model_file, output_name, imports, trust_model_code, dataset, name, out, retrain, force,
-          quick, seed, dream_image, input_range, preprocess, quiet, debug) -> None:
+          quick, seed, dream_image, input_range, preprocess, ray_address, quiet, debug) -> None:
     """Train or load each model, run every visualization and write the site.
 
     \b
@@ -99,6 +103,12 @@ def build(config_path, models, model_file, output_name, imports, trust_model_cod
         retrain=retrain,
         force=force,
         templates=config.templates_folder(),
+        executor="ray" if ray_address else config.executor,
+        ray_address=ray_address or config.ray_address,
+        cpus_per_model=config.cpus_per_model,
+        gpus_per_model=config.gpus_per_model,
+        granularity=config.granularity,
+        batch_memory_share=config.batch_memory_share,
     )
     reports = build_site(specs, options)
     for report in reports:

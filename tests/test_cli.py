@@ -184,14 +184,14 @@ def test_the_front_pages_follow_each_finished_model(tmp_path, monkeypatch):
     out = tmp_path / "site"
     seen_while_building = []
 
-    def fake_build(spec, options, site_models=None):
+    def fake_build(job):
         seen_while_building.append(((out / "style.css").is_file(), (out / "index.html").is_file()))
-        report = {"model": {"name": spec.name, "slug": spec.slug}}
-        (out / spec.slug).mkdir()
-        (out / spec.slug / "report.json").write_text(json.dumps(report))
+        report = {"model": {"name": job.spec.name, "slug": job.spec.slug}}
+        Path(job.staging).mkdir()
+        (Path(job.staging) / "report.json").write_text(json.dumps(report))
         return report
 
-    monkeypatch.setattr(site, "build_into_place", fake_build)
+    monkeypatch.setattr(site, "build_model_job", fake_build)
     monkeypatch.setattr(site, "render_index", lambda out, reports, suffix: _names_only(out, reports, suffix))
     specs = [ModelSpec(name=name, dataset="mnist") for name in ("first", "second")]
     site.build_site(specs, BuildOptions(out=out, cache_dir=tmp_path / "cache", force=True))

@@ -58,7 +58,7 @@ def test_chunking_does_not_change_results(model):
 
 
 def test_one_optimisation_for_the_whole_model_gives_what_each_layer_gets_alone(model):
-    settings = FeatVisSettings(steps=48, chunk_size=5)  # 4 + 2 + 3 slots: both chunks mix parts
+    settings = FeatVisSettings(steps=48, chunk_size=5)  # 4 + 2 + 3 slots: each layer and kind on its own
     together = visualize_model(model, {"conv_a": None, "conv_b": [1, 4], LOGITS: None}, settings, seed=2)
     alone = {"conv_a": visualize_filters(model, "conv_a", settings=FAST, seed=2),
              "conv_b": visualize_filters(model, "conv_b", [1, 4], FAST, seed=2),
@@ -71,19 +71,25 @@ def test_one_optimisation_for_the_whole_model_gives_what_each_layer_gets_alone(m
     assert together["conv_a"].peak is not None and together[LOGITS].probability is not None
 
 
-def test_a_large_canvas_gets_fewer_slots_per_optimisation(model, monkeypatch):
-    whole = visualize_filters(model, "conv_b", settings=FAST, seed=1)
-    batches, real_render = [], featvis.render_units
+def test_a_large_canvas_gets_fewer_slots_per_optimisation_all_through_one_traced_loop(model, monkeypatch):
+    units = [0, 1, 2, 3, 5]
+    whole = visualize_filters(model, "conv_b", units, settings=FAST, seed=1)
+    batches, loops, real_render = [], [], featvis.render_units
 
     def spy(probe, objective, size, settings, slots, units, seed, *more):
-        batches.append(len(units))
-        return real_render(probe, objective, size, settings, slots, units, seed, *more)
+        batches.append((len(units), sum(int(variable.shape[0]) for variable in slots)))
+        result = real_render(probe, objective, size, settings, slots, units, seed, *more)
+        loops.append(more[-1])  # the chunk layout's compiled stages, filled by the first chunk
+        return result
 
     monkeypatch.setattr(featvis, "batch_rows", lambda shape, values=None: 4 if shape == (12, 12, 1) else 0)
     monkeypatch.setattr(featvis, "render_units", spy)
-    limited = visualize_filters(model, "conv_b", settings=FAST, seed=1)
-    assert batches == [4, 2]  # 6 filters, at most 4 slots per optimisation for this canvas
+    limited = visualize_filters(model, "conv_b", units, settings=FAST, seed=1)
+    # 5 filters, at most 4 slots per optimisation: two chunks of one slot count, the last one padded
+    assert batches == [(3, 3), (2, 3)]
+    assert loops[0] is loops[1] and [r._optimise.experimental_get_tracing_count() for r in loops[0]] == [1]
     np.testing.assert_allclose(limited.activation, whole.activation, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(limited.images, whole.images, atol=1e-3)
 
 
 def test_same_seed_same_images_other_seed_other_images(model):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -18,6 +19,7 @@ from reportgen.build.render import render_model_pages
 from reportgen.inputs.config import BuildOptions, ModelSpec
 from reportgen.inputs.data import Dataset, fit_to_model, load_dataset
 from reportgen.inputs.training import TrainedModel, load_or_train, model_file_record
+from reportgen.methods.budget import batch_budget, set_batch_memory_share
 from reportgen.model import Network
 from reportgen.model.files import choose_output, image_input_size, load_model_file
 from reportgen.model.inputs import given_input
@@ -39,6 +41,7 @@ def build_model_report(spec: ModelSpec, options: BuildOptions, folder: Path,
     newest one with other weights is what the "changes" section compares with.
     """
     start = time.perf_counter()
+    set_batch_memory_share(options.batch_memory_share)
     with progress.step("loading data and model"):
         trained, network, data = load_model_and_data(spec, options)
     # The judge of the class images is cached with the models reportgen trains; a model file's build writes
@@ -176,7 +179,9 @@ def assemble_report(ctx: ModelContext, trained: TrainedModel, sections: list[Sec
             "final": {k: v[-1] for k, v in trained.history.items() if v},
         },
         "build": {"seed": options.seed, "quick": options.quick, "seconds": seconds,
-                  "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+                  "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "executor": options.executor, "host": platform.node(), "batch": batch_budget().record(),
+                  **({"granularity": options.granularity} if options.executor == "ray" else {})},
         "thumbnail": next((s.figures[0].path for s in sections if s.id == "class-maps" and s.figures), None),
         "sections": [s.to_json() for s in sections],
     }

@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reportgen.build.executor import Executor, LocalExecutor, Resources, check_executor, open_executor
 from reportgen.build.fingerprint import STATIC, user_templates, using_templates
 from reportgen.build.ownership import check_site, mark_model_folder, mark_site
 from reportgen.build.render import check_templates, render_index
@@ -40,28 +43,136 @@ def build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str, 
 
 def _build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str, Any]]:
     out = options.out
-    check_inputs([spec for spec in specs if not is_up_to_date(spec, options)])
+    check_executor(options.executor)
+    pending = [spec for spec in specs if not is_up_to_date(spec, options)]
+    check_inputs(pending)
     static = user_static()
     if static is not None and (STATIC in [spec.slug for spec in specs] or (out / STATIC / "report.json").exists()):
         raise ReportgenError(f"a model's folder would be {out / STATIC}, where the static files of {static} go: "
                              "rename the model")
     check_site(out, [spec.slug for spec in specs] + ([STATIC] if static is not None else []))
+    executor = open_executor(options.executor, options.ray_address) if pending else None  # reached before writing
+    try:
+        return _write_site(specs, options, executor)
+    finally:
+        if executor is not None:
+            executor.close()
+
+
+def _write_site(specs: list[ModelSpec], options: BuildOptions, executor: Executor | None) -> list[dict[str, Any]]:
+    out = options.out
     out.mkdir(parents=True, exist_ok=True)
     mark_site(out)
     site_models = navigation_models(specs, out)
     copy_static(out)
-    reports = []
+    reports: dict[str, dict[str, Any]] = {}
+    jobs = []
     for number, spec in enumerate(specs, start=1):
         if is_up_to_date(spec, options):
             progress.log(f"[{number}/{len(specs)}] {spec.name}: up to date, skipped")
-            reports.append(read_report(out, spec))
-            continue
-        progress.log(f"[{number}/{len(specs)}] {spec.name}")
-        reports.append(build_into_place(spec, options, site_models))
+            reports[spec.slug] = read_report(out, spec)
+        else:
+            jobs.append(ModelJob(spec, options, str(staging_folder(options.out, spec)),
+                                 earlier_reports(out / spec.slug), site_models, f"[{number}/{len(specs)}] {spec.name}"))
+    for job, report in build_models(jobs, options, executor):
+        reports[job.spec.slug] = report
         write_front_pages(out)  # each finished model is on the index, styled, while the next one builds
     write_front_pages(out)
     (out / ".nojekyll").touch()
-    return reports
+    return [reports[spec.slug] for spec in specs]
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    """One model's build, as any executor's worker gets it: paths, specs and numbers only."""
+
+    spec: ModelSpec
+    options: BuildOptions
+    staging: str  # the folder the worker writes the model's report into
+    earlier: list[dict[str, Any]]  # the model's earlier report.json records, newest first
+    site_models: list[tuple[str, str]]
+    label: str  # "[2/5] name", for progress and errors
+    cwd: str = field(default_factory=os.getcwd)  # what relative paths in the spec are relative to
+
+
+def build_models(jobs: list[ModelJob], options: BuildOptions,
+                 executor: Executor | None = None) -> Iterator[tuple[ModelJob, dict[str, Any]]]:
+    """Build every job on `executor` (default: the one `options` names, opened and closed here) and swap each
+    model in as it finishes. Only this process (the driver) swaps: a job that fails for good leaves that model's
+    previous folder as it was, and no staging folder behind."""
+    if not jobs:
+        return
+    own = executor is None
+    executor = executor or open_executor(options.executor, options.ray_address)
+    try:
+        executor.check_storage(options.out, shared_paths(jobs, options))
+        resources = Resources(options.cpus_per_model, options.gpus_per_model)
+        if options.granularity == "chunk" and executor.name == "ray":  # models here, their chunks on Ray actors
+            run = LocalExecutor().run(build_model_job, jobs, lambda job: job.label, resources)
+        else:
+            run = executor.run(build_model_job, jobs, lambda job: job.label, resources, expected_work)
+        for job, report in run:
+            staging, final = Path(job.staging), options.out / job.spec.slug
+            keep_history(final, staging)
+            mark_model_folder(staging)
+            swap_in(staging, final)
+            yield job, report
+    finally:
+        if own:
+            executor.close()
+        for job in jobs:
+            shutil.rmtree(job.staging, ignore_errors=True)
+
+
+def build_model_job(job: ModelJob) -> dict[str, Any]:
+    """Build one model into its staging folder, wherever this runs; returns its report. A job run again after
+    its worker was lost starts from an empty folder."""
+    from reportgen.build.pipeline import build_model_report  # TensorFlow is imported only when a model is built
+
+    staging = Path(job.staging)
+    shutil.rmtree(staging, ignore_errors=True)
+    if job.options.executor == "ray" and job.options.granularity == "chunk":  # this is the driver
+        from reportgen.build.executor import RayChunkPool, Resources, chunk_workers
+        from reportgen.methods.featvis import run_chunks_with
+
+        resources = Resources(job.options.cpus_per_model, job.options.gpus_per_model)
+        pool = RayChunkPool(job, chunk_workers(resources), resources)
+        try:
+            with run_chunks_with(pool.run):
+                return build_model_report(job.spec, job.options, staging, job.earlier, job.site_models)
+        finally:
+            pool.close()
+    if job.options.executor != "local":
+        from reportgen.build.executor import prepare_worker
+
+        progress.set_quiet(True)  # only the driver prints
+        prepare_worker(job.options.cpus_per_model)
+        os.chdir(job.cwd)  # a worker reads the model file, data and imports where the driver would
+    return build_model_report(job.spec, job.options, staging, job.earlier, job.site_models)
+
+
+def shared_paths(jobs: list[ModelJob], options: BuildOptions) -> list[str]:
+    """What every worker must find: each model file, file dataset, photo and import file, and the cache's folder."""
+    paths = [str(options.cache_dir.parent)]
+    for spec in (job.spec for job in jobs):
+        paths += [spec.model_file or "", spec.dream_image or "",
+                  *(spec.dataset.split(":", 1)[1:] if spec.dataset.startswith(("npz:", "folder:")) else []),
+                  *(item for item in spec.imports if item.endswith(".py"))]
+    return sorted({path for path in paths if path})
+
+
+def expected_work(job: ModelJob) -> float:
+    """A model build's expected work, for the ETA, before TensorFlow is loaded: its file's megabytes (weights
+    dominate what a report computes), 10 for a model reportgen trains."""
+    if job.spec.model_file:
+        path = Path(job.cwd) / job.spec.model_file
+        return max(1.0, path.stat().st_size / 1e6) if path.is_file() else 1.0
+    return 10.0
+
+
+def staging_folder(out: Path, spec: ModelSpec) -> Path:
+    """Where a model is built before it is swapped in (named after the driver, which alone swaps)."""
+    return out / f"{STAGING_PREFIX}{spec.slug}-{os.getpid()}"
 
 
 def check_inputs(specs: list[ModelSpec]) -> None:
@@ -96,20 +207,10 @@ def navigation_models(specs: list[ModelSpec], out: Path) -> list[tuple[str, str]
 
 def build_into_place(spec: ModelSpec, options: BuildOptions,
                      site_models: list[tuple[str, str]] | None = None) -> dict[str, Any]:
-    from reportgen.build.pipeline import build_model_report  # TensorFlow is imported only when a model is built
-
-    final = options.out / spec.slug
-    staging = options.out / f"{STAGING_PREFIX}{spec.slug}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        earlier = earlier_reports(final)
-        report = build_model_report(spec, options, staging, earlier, site_models or [(spec.name, spec.slug)])
-        keep_history(final, staging)
-        mark_model_folder(staging)
-        swap_in(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return report
+    """Build one model on the executor `options` names and swap it into the site."""
+    job = ModelJob(spec, options, str(staging_folder(options.out, spec)), earlier_reports(options.out / spec.slug),
+                   site_models or [(spec.name, spec.slug)], spec.name)
+    return next(report for _, report in build_models([job], options))
 
 
 def earlier_reports(folder: Path) -> list[dict[str, Any]]:

@@ -76,6 +76,16 @@ class Config:
     root: Path = field(default_factory=Path.cwd)  # the folder relative paths are resolved against
     templates: str | None = None  # the user's template folder (default: templates/ beside the config, if present)
     from_file: bool = False  # read from a config file (not the empty config of a folder without one)
+    # Where the build runs (see reportgen.build.executor): "local" in this process, or "ray"; with Ray, each
+    # model build takes these shares of a node.
+    executor: str = "local"
+    ray_address: str = "auto"  # "auto" (a running cluster, else a private one), "local", or HOST:PORT
+    cpus_per_model: int = 1
+    gpus_per_model: float = 0.0
+    # "model": one Ray task per model build; "chunk": the models one after another here, each one's feature-
+    # visualization chunks spread over Ray actors (one per cpus_per_model CPUs, or per gpus_per_model GPUs)
+    granularity: str = "model"
+    batch_memory_share: float | None = None  # of the device's memory per gradient batch (methods.budget)
 
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -112,9 +122,18 @@ class BuildOptions:
     retrain: bool = False  # train again even when cached
     force: bool = False  # rebuild pages even when nothing changed
     templates: Path | None = None  # the user's template folder, overriding the package's file by file
+    executor: str = "local"  # "local" or "ray" (reportgen.build.executor)
+    ray_address: str = "auto"
+    cpus_per_model: int = 1
+    gpus_per_model: float = 0.0
+    granularity: str = "model"  # with Ray: "model" or "chunk" (see Config)
+    batch_memory_share: float | None = None  # None: the device's default (methods.budget)
 
 
-BUILD_KEYS = {"out": str, "cache_dir": str, "seed": int, "templates": str}
+BUILD_KEYS = {"out": str, "cache_dir": str, "seed": int, "templates": str, "executor": str, "ray_address": str,
+              "cpus_per_model": int, "gpus_per_model": float, "granularity": str, "batch_memory_share": float}
+EXECUTORS = ("local", "ray")
+GRANULARITIES = ("model", "chunk")
 # The FeatVisSettings a config may set, with their types (checked here, before TensorFlow is imported).
 FEATURE_VIS_KEYS = {"steps": int, "warmup_steps": int, "settle_steps": int, "param": str, "learning_rate": float,
                     "leak": float, "zoom": float, "degrees": float, "scales": list, "total_variation": float,
@@ -167,6 +186,7 @@ def parse_config(raw: dict[str, Any], source: str, root: Path) -> Config:
         if key not in BUILD_KEYS:
             raise ReportgenError(f"{source}: unknown key 'build.{key}' (known: {', '.join(BUILD_KEYS)})")
         _check_type(value, BUILD_KEYS[key], f"'build.{key}'", source)
+        _check_build_value(key, value, source)
     models_raw = raw.get("models", [])
     if not isinstance(models_raw, list):
         raise ReportgenError(f"{source}: 'models' must be an array of tables ([[models]])")
@@ -176,6 +196,20 @@ def parse_config(raw: dict[str, Any], source: str, root: Path) -> Config:
         if names.count(name) > 1:
             raise ReportgenError(f"{source}: model name {name!r} is used twice")
     return Config(models=models, root=root, **build)
+
+
+def _check_build_value(key: str, value: Any, source: str) -> None:
+    """The ranges of the executor and batch keys of [build]."""
+    if key == "executor" and value not in EXECUTORS:
+        raise ReportgenError(f"{source}: 'build.executor' must be one of {', '.join(EXECUTORS)}, not {value!r}")
+    if key == "granularity" and value not in GRANULARITIES:
+        raise ReportgenError(f"{source}: 'build.granularity' must be one of {', '.join(GRANULARITIES)}, not {value!r}")
+    if key == "cpus_per_model" and value < 1:
+        raise ReportgenError(f"{source}: 'build.cpus_per_model' must be at least 1, not {value}")
+    if key == "gpus_per_model" and value < 0:
+        raise ReportgenError(f"{source}: 'build.gpus_per_model' must be at least 0, not {value}")
+    if key == "batch_memory_share" and not 0 < value <= 1:
+        raise ReportgenError(f"{source}: 'build.batch_memory_share' must be above 0 and at most 1, not {value}")
 
 
 def parse_model(raw: Any, source: str, index: int) -> ModelSpec:

@@ -21,22 +21,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from reportgen.methods.budget import batch_rows  # the device's batch budget, one module for all methods
 from reportgen.model import Network
 from reportgen.model.surgery import RELU_RULES
-
-INPUT_BUDGET = 1 << 22  # input values per gradient batch: ~5000 MNIST images, ~60 colour 150x150 ones
-ACTIVATION_BUDGET = 1 << 26  # values the network computes per gradient batch (256 MB in float32): 22 rows of a
-# ResNet50 at 64x64, which has 3.0 million per image; the seed models stay within INPUT_BUDGET's rows
-
-
-def batch_rows(image_shape: tuple[int, ...], activation_values: int | None = None) -> int:
-    """Rows per gradient batch for images of this shape through a network that computes `activation_values`
-    per image (`Network.activation_values`), so that memory stays bounded on a CPU and a GPU alike while
-    small images through small models still go through in one call."""
-    rows = INPUT_BUDGET // int(np.prod(image_shape))
-    if activation_values:
-        rows = min(rows, ACTIVATION_BUDGET // activation_values)
-    return max(1, rows)
 
 
 class Projector:

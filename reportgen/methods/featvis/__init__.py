@@ -13,7 +13,9 @@ optionally multi-scale).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import combinations, groupby
 
@@ -21,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from reportgen.methods.budget import batch_rows
 from reportgen.methods.featvis.objectives import (
     LOGITS,
     Objective,
@@ -45,7 +48,6 @@ from reportgen.methods.featvis.render import (
     render_units,
     stack,
 )
-from reportgen.methods.projections import batch_rows
 from reportgen.model import Network
 from reportgen.util import progress
 
@@ -68,7 +70,8 @@ DIVERSE_SPREAD = 5.0
 ALIKE_SIMILARITY, SAME_PICTURE = 0.95, 0.05
 CHANNEL, NEURON, DIVERSE = "channel", "neuron", "diversity"  # what a slot maximises (see visualize_model)
 Item = tuple[str, str, int, int]  # (layer path or LOGITS, kind, unit, which of the unit's random starts)
-Chunk = tuple[tuple[int, int], FeatVisSettings, list[Item]]  # canvas, settings, the items optimised together
+# canvas, settings, the items optimised together, and its slots (at least theirs: a chunk may be padded)
+Chunk = tuple[tuple[int, int], FeatVisSettings, list[Item], int]
 
 
 @dataclass
@@ -167,9 +170,11 @@ def _optimisations(network: Network, kinds: dict[str, dict[str, np.ndarray]], wh
                    settings: FeatVisSettings, own_settings: dict[str, FeatVisSettings]) -> list[Chunk]:
     """Every slot to render, grouped into optimisations. An item is what must share one: one unit's slot for
     one of its random starts, or a diverse group's slots (the unit's random starts 1 to DIVERSITY_IMAGES).
-    Items of one canvas size and settings share optimisations of at most `chunk_size` items (each chunk is
-    traced once) and the slots memory allows (`batch_rows`). Neuron images and diverse groups run their own,
-    shorter ones (settings.picture_steps); the classes take their own settings."""
+    Items of one canvas size and settings share one optimisation when they fit `chunk_size` items and the
+    slots memory allows (`batch_rows`). Otherwise each layer and kind is cut on its own into chunks of one
+    slot count (the last one padded), which all run through one traced loop (see `_render`). Neuron images
+    and diverse groups run their own, shorter ones (settings.picture_steps); the classes take their own
+    settings. The composition depends on the items and the budget alone, never on where a chunk runs."""
     groups: dict[tuple[tuple[int, int], FeatVisSettings], list[Item]] = {}
     for kind, chosen in kinds.items():
         for name, picked in chosen.items():
@@ -184,37 +189,128 @@ def _optimisations(network: Network, kinds: dict[str, dict[str, np.ndarray]], wh
         # deep layers of an EfficientNetB0 at 64 px (1,152 channels) more than the activations themselves.
         gram = max((_width(network, name) ** 2 for name, kind, *_ in items if kind == DIVERSE), default=0)
         slots = max(DIVERSITY_IMAGES, batch_rows((*size, channels), network.activation_values(size) + 2 * gram))
-        chunks += [(size, own, chunk) for chunk in _chunks(items, own.chunk_size, slots)]
+        if len(items) <= own.chunk_size and sum(map(_slots_of, items)) <= slots:
+            chunks.append((size, own, items, sum(map(_slots_of, items))))
+            continue
+        for _, run in groupby(items, key=lambda item: (item[0], item[1])):
+            run = list(run)
+            each = _slots_of(run[0])
+            count = -(-len(run) // max(1, min(own.chunk_size, slots // each)))  # chunks for this layer and kind
+            per_chunk = -(-len(run) // count)  # as even as they can be, so the padding stays under one item
+            chunks += [(size, own, run[start : start + per_chunk], per_chunk * each)
+                       for start in range(0, len(run), per_chunk)]
     return chunks
 
 
 def _render(network: Network, chunks: list[Chunk], paths: dict[str, LayerPath], logits: Probe | None, seed: int,
             layer_count: int) -> dict[tuple[str, str], list[tuple[RenderResult, np.ndarray]]]:
-    """Each optimisation run; (layer path, kind) -> its results in item order, each with the objective minus
-    penalties of every slot (what `_best_starts` compares)."""
-    rendered: dict[tuple[str, str], list[tuple[RenderResult, np.ndarray]]] = {}
-    slots_in_all = sum(_slots_of(item) for _, _, chunk in chunks for item in chunk)
-    steps = " or ".join(sorted({str(own.steps) for _, own, _ in chunks}, key=int, reverse=True))
+    """Each optimisation run (here, or where `run_chunks_with` sends them); (layer path, kind) -> its results in
+    item order, each with the objective minus penalties of every slot (what `_best_starts` compares)."""
+    slots_in_all = sum(_slots_of(item) for *_, chunk, _ in chunks for item in chunk)
+    steps = " or ".join(sorted({str(own.steps) for _, own, *_ in chunks}, key=int, reverse=True))
     progress.log(f"    feature visualization: {slots_in_all:,} images of "
                  f"{layer_count} layers and classes in {len(chunks)} optimisation(s) of {steps} steps")
+    here = ChunkRenderer(network, paths, logits)
+    runner = _chunk_runner or (lambda chunks, seed: ((i, here.render(chunk, seed)) for i, chunk in enumerate(chunks)))
+    outputs: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     with progress.bar(len(chunks), "feature visualization", unit="chunk") as bar:
-        for size, own, chunk in chunks:
-            runs = [(key, list(run)) for key, run in groupby(chunk, key=lambda item: (item[0], item[1]))]
-            parts = [_part(network, name, kind, len(run), own, paths.get(name), logits)
-                     for (name, kind), run in runs]
-            probe, objective = stack(parts)
-            slots = [slot for item in chunk for slot in _slots(item)]
-            steady, spread = (np.concatenate([np.full(int(part.slots.shape[0]), getattr(part, key)) for part in parts])
-                              for key in ("steady", "start_spread"))
-            result = render_units(probe, objective, size, own, [part.slots for part in parts],
-                                  np.array([unit for unit, _ in slots]), seed,
-                                  np.array([attempt for _, attempt in slots]), steady, spread)
-            totals = result.values - penalties(own, result.images) if own.starts > 1 else result.values
-            offsets = np.cumsum([0] + [sum(map(_slots_of, run)) for _, run in runs])
-            for (key, _), a, b in zip(runs, offsets[:-1], offsets[1:]):
-                rendered.setdefault(key, []).append((RenderResult(result.images[a:b], result.values[a:b]), totals[a:b]))
+        for index, output in runner(chunks, seed):
+            outputs[index] = output
             bar.update()
+    rendered: dict[tuple[str, str], list[tuple[RenderResult, np.ndarray]]] = {}
+    for index, (_, _, chunk, _) in enumerate(chunks):
+        images, values, totals = outputs[index]
+        runs = [(key, list(run)) for key, run in groupby(chunk, key=lambda item: (item[0], item[1]))]
+        offsets = np.cumsum([0] + [sum(map(_slots_of, run)) for _, run in runs])
+        for (key, _), a, b in zip(runs, offsets[:-1], offsets[1:]):
+            rendered.setdefault(key, []).append((RenderResult(images[a:b], values[a:b]), totals[a:b]))
     return rendered
+
+
+ChunkRunner = Callable[[list[Chunk], int], Iterator[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]]
+_chunk_runner: ChunkRunner | None = None
+
+
+@contextmanager
+def run_chunks_with(runner: ChunkRunner) -> Iterator[None]:
+    """Inside the block, feature visualization hands its chunks to `runner(chunks, seed)`, which yields
+    (chunk index, `ChunkRenderer.render`'s output) in any order: e.g. workers that each hold the model in a
+    `ChunkRenderer`. A chunk's composition is fixed before, so where it runs does not change its result."""
+    global _chunk_runner
+    before, _chunk_runner = _chunk_runner, runner
+    try:
+        yield
+    finally:
+        _chunk_runner = before
+
+
+def chunk_layout(chunk: Chunk) -> tuple:
+    """What chunks sharing one compiled loop have in common: canvas, settings, and each part's layer, kind and
+    slot count (a chunk of one layer and kind may be padded to its layout's slots; a stacked one never is)."""
+    size, own, items, width = chunk
+    runs = [(key, len(list(run))) for key, run in groupby(items, key=lambda item: (item[0], item[1]))]
+    return size, own, tuple((name, kind, count if len(runs) > 1 else width // _slots_of((name, kind, 0, 0)))
+                            for (name, kind), count in runs)
+
+
+def chunk_work(chunk: Chunk) -> int:
+    """A chunk's expected work, for ordering (largest first) and ETAs: slots x steps x canvas pixels."""
+    size, own, _, width = chunk
+    return width * own.steps * size[0] * size[1]
+
+
+class ChunkRenderer:
+    """Renders chunks of one network, keeping the parts and compiled loops of the `keep` layouts used last:
+    chunks of one layout share one trace, here or in a worker process that holds the model. (Each loop holds a
+    traced copy of the model up to its layers: a deep model's loops, all kept, would add up to gigabytes.)"""
+
+    def __init__(self, network: Network, paths: dict[str, LayerPath] | None = None,
+                 logits: Probe | None = None, keep: int = 4) -> None:
+        self.network, self._paths, self._logits, self._keep = network, dict(paths or {}), logits, keep
+        self.loops: OrderedDict[tuple, _Loop] = OrderedDict()
+
+    def render(self, chunk: Chunk, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The chunk's images, objective values and totals (values minus penalties with several starts), in
+        slot order, without the padding."""
+        size, own, items, _ = chunk
+        key = chunk_layout(chunk)
+        if key not in self.loops:
+            self.loops[key] = _Loop([_part(self.network, name, kind, count, own, self._path(name),
+                                           self._logit_probe() if name == LOGITS else None)
+                                     for name, kind, count in key[2]])
+            while len(self.loops) > self._keep:
+                self.loops.popitem(last=False)
+        self.loops.move_to_end(key)
+        loop = self.loops[key]
+        slots = [slot for item in items for slot in _slots(item)]
+        result = render_units(loop.probe, loop.objective, size, own, [part.slots for part in loop.parts],
+                              np.array([unit for unit, _ in slots]), seed, np.array([attempt for _, attempt in slots]),
+                              loop.steady, loop.spread, loop.renderers)
+        totals = result.values - penalties(own, result.images) if own.starts > 1 else result.values
+        return result.images, result.values, totals
+
+    def _path(self, name: str) -> LayerPath | None:
+        if name == LOGITS:
+            return None
+        if name not in self._paths:
+            self._paths[name] = layer_path(self.network, name)
+        return self._paths[name]
+
+    def _logit_probe(self) -> Probe:
+        if self._logits is None:
+            self._logits = logit_probe(self.network)
+        return self._logits
+
+
+class _Loop:
+    """The parts of one chunk layout, stacked, and the compiled loops of its stages once the first chunk ran."""
+
+    def __init__(self, parts: list[Part]) -> None:
+        self.parts = parts
+        self.probe, self.objective = stack(parts)
+        self.steady, self.spread = (np.concatenate([np.full(int(part.slots.shape[0]), getattr(part, key))
+                                                    for part in parts]) for key in ("steady", "start_spread"))
+        self.renderers: list[Renderer] = []
 
 
 def _best_starts(results: list[tuple[RenderResult, np.ndarray]], count: int) -> RenderResult:

@@ -292,15 +292,22 @@ class Renderer:
 def render_units(probe: Probe, objective: Objective, size: tuple[int, int], settings: FeatVisSettings,
                  slots: tf.Variable | Sequence[tf.Variable], units: np.ndarray, seed: int,
                  attempts: np.ndarray | None = None, steady: np.ndarray | None = None,
-                 spread: np.ndarray | None = None) -> RenderResult:
+                 spread: np.ndarray | None = None, renderers: list[Renderer] | None = None) -> RenderResult:
     """Every unit in `units`, stage by stage (one stage unless `settings.scales` asks for more); `attempts`
     say which of its unit's random starts each slot takes (see Renderer.run), `steady` which slots skip
-    the transforms, `spread` how far each slot's random start spreads (Part.start_spread)."""
+    the transforms, `spread` how far each slot's random start spreads (Part.start_spread).
+
+    `renderers`: the stages' compiled loops of an earlier call with the same probe, objective, slots and
+    settings, reused instead of traced again (an empty list is filled). Fewer units than slots are padded
+    (see Renderer.run), so every chunk of one layer and kind runs through one traced loop."""
     batch = sum(int(variable.shape[0]) for variable in _as_list(slots))
+    renderers = [] if renderers is None else renderers
     result = None
     for stage, (scale, steps) in enumerate(settings.stages()):
-        renderer = Renderer(probe, objective, size, settings, slots, batch, scale, steps, stage, steady, spread)
-        result = renderer.run(units, seed, None if result is None else result.images, attempts)
+        if len(renderers) == stage:
+            renderers.append(Renderer(probe, objective, size, settings, slots, batch, scale, steps, stage, steady,
+                                      spread))
+        result = renderers[stage].run(units, seed, None if result is None else result.images, attempts)
     return result
 
 
