@@ -50,6 +50,9 @@ def config_option(f):
 @click.option("--trust-model-code", is_flag=True,
               help="Load the model with Keras' safe mode off, so Lambda layers load: this runs Python code stored "
                    "in the model file. Only for files you trust.")
+@click.option("--checkpoints", type=click.Path(path_type=Path), metavar="DIR",
+              help="For --model-file: a folder of the files keras.callbacks.ModelCheckpoint wrote during training "
+                   "(one .keras per epoch, the epoch in the name), shown in \"Learning over time\".")
 @click.option("--dataset", help="Dataset for --model-file: mnist, fashion_mnist, cifar10, cats_vs_dogs, "
                                 "folder:PATH or npz:PATH (x_test, y_test).")
 @click.option("--name", help="Report name for --model-file (default: the file's name).")
@@ -69,8 +72,8 @@ def config_option(f):
                    "(DenseNet). A per-channel mean and std: preprocess = { ... } in the config.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output: only errors.")
 @click.option("--debug", is_flag=True, help="Show the full traceback of an unexpected error.")
-def build(config_path, models, model_file, output_name, imports, trust_model_code, dataset, name, out, retrain, force,
-          quick, seed, dream_image, input_range, preprocess, quiet, debug) -> None:
+def build(config_path, models, model_file, output_name, imports, trust_model_code, checkpoints, dataset, name, out,
+          retrain, force, quick, seed, dream_image, input_range, preprocess, quiet, debug) -> None:
     """Train or load each model, run every visualization and write the site.
 
     \b
@@ -85,7 +88,8 @@ def build(config_path, models, model_file, output_name, imports, trust_model_cod
     progress.set_quiet(quiet)
     config = load_config(config_path)
     specs = select_models(config, models, model_file, dataset, name)
-    overrides = {"dream_image": str(dream_image) if dream_image else None}
+    overrides = {"dream_image": str(dream_image) if dream_image else None,
+                 "checkpoints": str(checkpoints) if checkpoints else None}
     overrides = {key: value for key, value in overrides.items() if value is not None}
     overrides.update(input_overrides(input_range, preprocess))
     if overrides:

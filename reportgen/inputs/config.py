@@ -45,6 +45,8 @@ class ModelSpec:
     output: str | None = None  # the output to report on, by its layer's name, for a model with several
     imports: list[str] = field(default_factory=list)  # modules or .py files with the model's custom classes
     trust_model_code: bool = False  # load with Keras' safe mode off: Lambda layers run code stored in the file
+    snapshots: list[int] | None = None  # epochs whose weights training keeps for "Learning over time"; None: default
+    checkpoints: str | None = None  # a model file's snapshots: a folder of ModelCheckpoint files, epoch in the name
 
     @property
     def slug(self) -> str:
@@ -232,6 +234,11 @@ def _check_field(key: str, value: Any, where: str, source: str) -> None:
         if isinstance(value, bool):
             return
         raise ReportgenError(f"{source}: 'trust_model_code' in {where} must be true or false, not {value!r}")
+    if key == "snapshots":
+        if isinstance(value, list) and value and all(_is_int(v) and v >= 1 for v in value):
+            return
+        raise ReportgenError(f"{source}: 'snapshots' in {where} must be a list of epochs (1 or more), "
+                             "e.g. [1, 2, 4, 8]")
     if key == "compare_classes":
         if isinstance(value, list) and all(_is_int(v) for v in value):
             return

@@ -1,0 +1,133 @@
+"""Learning over time: snapshots kept in training, and a timeline whose numbers are each snapshot's own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from reportgen.inputs.training import SnapshotSaver, default_snapshots, read_snapshots, snapshot_epoch
+from reportgen.methods.timeline import first_epochs, image_correlations, settled_epochs, snapshot_weights
+from reportgen.sections.confusion import confusion_matrix
+from tests.conftest import tiny_cnn
+from tests.user_models import reportgen_process
+
+TRAIN_IMAGES, TEST_IMAGES = 1500, 300
+
+
+def small_mnist_model() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    h = keras.layers.MaxPooling2D(4, name="pool")(h)
+    h = keras.layers.Flatten(name="flat")(h)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="out")(h), name="learner")
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def test_default_snapshots_are_log_spaced_and_end_at_the_last_epoch() -> None:
+    assert default_snapshots(1) == [1]
+    assert default_snapshots(3) == [1, 2, 3]
+    assert default_snapshots(10) == [1, 2, 3, 6, 10]
+    assert default_snapshots(100)[-1] == 100 and len(default_snapshots(100)) == 5
+
+
+@pytest.mark.parametrize(("name", "epoch"), [("model.03-0.12.keras", 3), ("epoch-0007.weights.h5", 7),
+                                             ("ckpt_epoch12.keras", 12), ("final.keras", None)])
+def test_epoch_is_read_from_the_checkpoint_name(name: str, epoch: int | None) -> None:
+    assert snapshot_epoch(Path(name)) == epoch
+
+
+def test_snapshots_are_kept_at_the_chosen_epochs_and_load_back(tmp_path: Path) -> None:
+    model = tiny_cnn()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, 12, 12, 1), dtype=np.float32), np.arange(32) % 3
+    (tmp_path / "snaps").mkdir()
+    (tmp_path / "snaps" / "epoch-0009.weights.h5").write_bytes(b"stale")  # an earlier run's: removed
+    saver = SnapshotSaver(tmp_path / "snaps", [1, 3])
+    weights = {}
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            weights[epoch + 1] = [np.array(w) for w in self.model.get_weights()]
+
+    model.fit(x, y, epochs=4, batch_size=8, verbose=0, callbacks=[saver, Record()])
+    assert sorted(saver.saved) == [1, 3]
+    assert sorted(read_snapshots(tmp_path / "snaps")) == [1, 3]
+    final = [np.array(w) for w in model.get_weights()]
+    with snapshot_weights(model, saver.saved[1]):
+        for got, want in zip(model.get_weights(), weights[1]):
+            np.testing.assert_array_equal(got, want)
+    for got, want in zip(model.get_weights(), final):  # the model's own weights are back
+        np.testing.assert_array_equal(got, want)
+
+
+def test_measures_on_known_images() -> None:
+    rng = np.random.default_rng(1)
+    base = rng.random((3, 5, 5, 1))
+    noise = rng.random((3, 5, 5, 1))
+    images = np.stack([noise, base, base * 2 + 1, base * 2 + 1])  # (4 epochs, 3 units): settles from epoch 2
+    images[3, 2] = rng.random((5, 5, 1))  # unit 2 changes again at the last step
+    corr = image_correlations(images)
+    assert corr.shape == (3, 3)
+    np.testing.assert_allclose(corr[1:, :2], 1.0)  # a change of contrast is no change
+    flat = np.corrcoef(images[0, 0].ravel(), images[1, 0].ravel())[0, 1]
+    assert corr[0, 0] == pytest.approx(flat)
+    assert settled_epochs([1, 2, 4, 8], corr, 0.9) == [2, 2, None]
+    flags = np.array([[0, 0, 1], [0, 1, 0], [1, 1, 0]], bool)
+    assert first_epochs([1, 2, 4], flags) == [4, 2, 1]
+
+
+def test_timeline_from_model_checkpoint_files_equals_each_snapshot(tmp_path: Path) -> None:
+    """A user's training with keras.callbacks.ModelCheckpoint, then `reportgen build --checkpoints`."""
+    (x, y), (xt, yt) = keras.datasets.mnist.load_data()
+    x = x[:TRAIN_IMAGES, ..., None].astype(np.float32) / 255
+    xt, yt = xt[:TEST_IMAGES, ..., None].astype(np.float32) / 255, yt[:TEST_IMAGES]
+    np.savez(tmp_path / "data.npz", x_test=xt, y_test=yt)
+    checkpoints = tmp_path / "ckpt"
+    checkpoints.mkdir()
+    model = small_mnist_model()
+    model.fit(x, y[:TRAIN_IMAGES], epochs=3, batch_size=64, verbose=0,
+              callbacks=[keras.callbacks.ModelCheckpoint(str(checkpoints / "model.{epoch:02d}.keras"))])
+    model.save(tmp_path / "learner.keras")
+    out = tmp_path / "site"
+    result = reportgen_process("build", "--model-file", str(tmp_path / "learner.keras"), "--dataset",
+                               f"npz:{tmp_path / 'data.npz'}", "--checkpoints", str(checkpoints), "--quick",
+                               "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "learner" / "report.json").read_text())
+    timeline = next(s for s in report["sections"] if s["id"] == "timeline")["data"]
+    assert timeline["epochs"] == [1, 2, 3]
+    for k, epoch in enumerate(timeline["epochs"]):  # each epoch's numbers are that checkpoint's own
+        snapshot = keras.models.load_model(checkpoints / f"model.{epoch:02d}.keras")
+        predicted = snapshot.predict(xt, verbose=0).argmax(axis=1)
+        assert timeline["accuracy"][k] == pytest.approx(float(np.mean(predicted == yt)), abs=1e-6)
+        cm = confusion_matrix(yt, predicted, 10)
+        assert np.array_equal(np.array(timeline["confusion_matrices"][str(epoch)]), cm)
+        conv = keras.Model(snapshot.input, snapshot.get_layer("conv").output).predict(xt, verbose=0)
+        assert timeline["dead_filters"]["conv"][k] == int((conv.max(axis=(0, 1, 2)) <= 0).sum())
+    assert timeline["accuracy"][-1] == pytest.approx(report["metrics"]["test_accuracy"], abs=1e-6)
+    classes = timeline["classes"]
+    assert len(classes) == 10 and all(len(c["recognised"]) == 3 for c in classes)
+    for c in classes:
+        first = next((e for e, r in zip(timeline["epochs"], c["recognised"]) if r), None)
+        assert c["first_recognised"] == first
+    page = (out / "learner" / "timeline" / "index.html").read_text()
+    assert "Class images per epoch" in page and 'src="http' not in page
+    for image in timeline["layers"]["conv"]["filters"]:
+        assert (out / "learner" / image["image"]).is_file()
+    unit_page = (out / "learner" / "conv" / "0.html").read_text()
+    assert "Learning over time" in unit_page
+    assert "learner/timeline/index.html" not in (out / "index.html").read_text()  # only the model page links it
+    assert 'href="timeline/index.html"' in (out / "learner" / "index.html").read_text()
+
+    bad = reportgen_process("build", "--model-file", str(tmp_path / "learner.keras"), "--dataset",
+                            f"npz:{tmp_path / 'data.npz'}", "--checkpoints", str(tmp_path), "--quick",
+                            "--out", str(tmp_path / "other"))
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("Error: --checkpoints")
+    assert not (tmp_path / "other" / "learner").exists()
