@@ -60,7 +60,8 @@ def test_snapshots_are_kept_at_the_chosen_epochs_and_load_back(tmp_path: Path) -
     assert sorted(saver.saved) == [1, 3]
     assert sorted(read_snapshots(tmp_path / "snaps")) == [1, 3]
     final = [np.array(w) for w in model.get_weights()]
-    with snapshot_weights(model, saver.saved[1]):
+    with snapshot_weights(model, saver.saved[1]) as (_, same):
+        assert not same
         for got, want in zip(model.get_weights(), weights[1]):
             np.testing.assert_array_equal(got, want)
     for got, want in zip(model.get_weights(), final):  # the model's own weights are back

@@ -23,9 +23,10 @@ STABLE_CORRELATION = 0.9
 
 
 @contextlib.contextmanager
-def snapshot_weights(model: keras.Model, path: Path) -> Iterator[keras.Model]:
+def snapshot_weights(model: keras.Model, path: Path) -> Iterator[tuple[keras.Model, bool]]:
     """The model with the weights of the snapshot at `path` (.weights.h5, or a ModelCheckpoint .keras) inside
-    the block; its own weights come back when the block ends.
+    the block, and whether they are the model's own (the last snapshot usually is); its own weights come back
+    when the block ends.
 
     Raises:
         ReportgenError: The snapshot does not fit the model (another architecture, a corrupt file).
@@ -37,7 +38,8 @@ def snapshot_weights(model: keras.Model, path: Path) -> Iterator[keras.Model]:
         except Exception as exc:
             raise ReportgenError(f"snapshot {path.name} does not fit the model ({' '.join(str(exc).split())[:200]})"
                                  ) from None
-        yield model
+        same = all(np.array_equal(a, b) for a, b in zip(own, model.get_weights()))
+        yield model, same
     finally:
         model.set_weights(own)
 

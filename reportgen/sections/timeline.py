@@ -9,6 +9,7 @@ page shows its own (the records of the feature-vis section are handed on with it
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from itertools import pairwise
 from typing import Any
@@ -30,7 +31,7 @@ from reportgen.model.units import conv_kernel
 from reportgen.sections.confusion import confusion_matrix
 from reportgen.sections.context import ModelContext
 from reportgen.sections.feature_vis import _class_settings, typical_margin
-from reportgen.sections.kernels import _diverging_tiles, _enlarged, _rgb_tiles
+from reportgen.sections.kernels import _diverging_tiles, _rgb_tiles
 from reportgen.sections.report import Figure, Page, Section, Table
 from reportgen.sections.units import LayerPictures
 from reportgen.util import progress
@@ -41,8 +42,10 @@ FILTERS_PER_LAYER = 8  # filters per conv layer followed through training: the b
 QUICK_FILTERS = 4
 CLASSES_SHOWN = 20  # classes followed (the first ones), so a 1,000-class head costs what a small one does
 KERNELS_SHOWN = 32  # first-layer kernels drawn per snapshot
+CLASS_TILE, KERNEL_TILE = 56, 24  # pixels a side the pictures are magnified to, about
 PAGE = "timeline/index.html"
-GREY = 0.6
+STRIP_PAD = 4
+RECOGNISED, NOT_RECOGNISED = np.array([0.1, 0.59, 0.25]), np.array([0.84, 0.1, 0.11])
 
 
 def build(ctx: ModelContext, pictures: dict[str, LayerPictures] | None = None) -> Section | None:
@@ -55,33 +58,62 @@ def build(ctx: ModelContext, pictures: dict[str, LayerPictures] | None = None) -
     epochs = sorted(ctx.snapshots)
     settings = FeatVisSettings.from_config(ctx.spec.feature_vis)
     settings = settings.quick() if ctx.quick else settings
-    class_settings = _class_settings(ctx, settings, typical_margin(ctx.probabilities, ctx.data.y_test))
+    # One random start per class: with the best of several, the start kept could change from one epoch to the
+    # next, and the picture with it, though the model had not.
+    class_settings = dataclasses.replace(
+        _class_settings(ctx, settings, typical_margin(ctx.probabilities, ctx.data.y_test)), starts=1)
     per_layer = QUICK_FILTERS if ctx.quick else FILTERS_PER_LAYER
-    followed = {name: np.asarray(ctx.plan.units[name])[:per_layer] for name in ctx.plan.layers}
+    followed = {name: _followed(ctx.plan.units[name], (pictures or {}).get(name), per_layer)
+                for name in ctx.plan.layers}
     classes = np.arange(min(ctx.network.num_classes, CLASSES_SHOWN))
     judge = recognition.train_judge(ctx.data, ctx.network.image_shape, ctx.seed, ctx.cache_dir)
-    states = []
+    states, seconds = [], {"test pass": 0.0, "feature visualization": 0.0}
     with progress.bar(len(epochs), "snapshots", unit="epoch") as bar:
         for epoch in epochs:
-            states.append(_evaluate(ctx, epoch, followed, classes, settings, class_settings, judge))
+            states.append(_evaluate(ctx, epoch, followed, classes, settings, class_settings, judge, seconds))
             bar.update()
     section.intro = (
         f"The model at {len(epochs)} snapshots kept during training (epochs {', '.join(map(str, epochs))}), each "
         "run through the same engines as the rest of this report, from the same random starts, so a picture "
-        "changes only because the model did. A picture has stopped changing when its Pearson correlation over "
+        "changes only because the model did (one start per class image, not the best of several). A picture has "
+        "stopped changing when its Pearson correlation over "
         f"pixels with the next snapshot's is at least {STABLE_CORRELATION} from that epoch on.")
     data: dict[str, Any] = {"epochs": epochs, "snapshot_files": {e: ctx.snapshots[e].name for e in epochs},
                             "stable_correlation": STABLE_CORRELATION, "measure": "pearson correlation over pixels"}
     section.data = data
     _accuracy(ctx, section, epochs, states)
-    _classes(ctx, section, epochs, states, classes, judge)
-    _kernels(ctx, section, epochs, states)
-    layers = _layers(ctx, section, epochs, states, followed, pictures or {})
+    strips: dict[str, Any] = {}  # figure path -> its labelled rows, for the pages
+    _classes(ctx, section, epochs, states, classes, judge, strips)
+    _kernels(ctx, section, epochs, states, strips)
+    layers = _layers(ctx, section, epochs, states, followed, pictures or {}, strips)
     _dead(ctx, section, epochs, states, layers)
-    data["seconds"] = time.perf_counter() - start
+    data["seconds"] = {**seconds, "total": time.perf_counter() - start}
     section.pages.append(Page(PAGE, "timeline.html", f"Learning over time: {ctx.spec.name}",
-                              {"epochs": epochs, "page_figures": section.figures, "page_tables": section.tables}))
+                              {"epochs": epochs, "blocks": _blocks(section), "strips": strips}))
     return section
+
+
+def _blocks(section: Section) -> list[dict[str, Any]]:
+    """The page's order: each figure followed by the tables on the same subject (see `_add`), then the rest."""
+    blocks, used = [], set()
+    for figure in section.figures:
+        tables = [t for t in section.tables if t.title.startswith(figure.title.split(" per epoch")[0] + ":")]
+        used |= {id(t) for t in tables}
+        blocks.append({"figure": figure, "tables": tables})
+    rest = [t for t in section.tables if id(t) not in used]
+    if rest:
+        blocks.append({"figure": None, "tables": rest})
+    return blocks
+
+
+def _followed(shown: np.ndarray, pictures: LayerPictures | None, count: int) -> np.ndarray:
+    """The filters a layer's filmstrip follows: the first `count` of those the budget shows whose final image is a
+    pattern (neither dead nor uniform, as the feature-vis section found them), then others if too few are."""
+    shown = np.asarray(shown)
+    records = pictures.records if pictures is not None else {}
+    telling = [u for u in shown.tolist() if u in records and not records[u]["dead"] and not records[u]["uniform"]]
+    rest = [u for u in shown.tolist() if u not in telling]
+    return np.asarray(sorted((telling + rest)[:count]), int)
 
 
 def _why_none(ctx: ModelContext) -> str:
@@ -93,19 +125,30 @@ def _why_none(ctx: ModelContext) -> str:
 
 
 def _evaluate(ctx: ModelContext, epoch: int, followed: dict[str, np.ndarray], classes: np.ndarray,
-              settings: FeatVisSettings, class_settings: FeatVisSettings, judge: recognition.Judge) -> dict[str, Any]:
-    """Everything the timeline reads of one snapshot."""
-    with snapshot_weights(ctx.model, ctx.snapshots[epoch]) as model:
+              settings: FeatVisSettings, class_settings: FeatVisSettings, judge: recognition.Judge,
+              seconds: dict[str, float]) -> dict[str, Any]:
+    """Everything the timeline reads of one snapshot; the time each part took is added to `seconds`."""
+    with snapshot_weights(ctx.model, ctx.snapshots[epoch]) as (model, same):
+        start = time.perf_counter()
         network = Network(model, ctx.network.input_range)
         units = {unit.path: unit for unit in network.units}
-        passed = network.test_pass(ctx.data.x_test, [unit.point.path for unit in network.units],
-                                   progress_label=f"epoch {epoch}: test set")
-        dead = {path: passed.stats[unit.point.path].max.max(axis=0) <= 0 for path, unit in units.items()}
+        if same:  # the snapshot is the model as reported: its test pass is the one every section read
+            probabilities = ctx.probabilities
+            maxima = {path: ctx.conv_stats[path].max for path in units}
+        else:
+            passed = network.test_pass(ctx.data.x_test, [unit.point.path for unit in network.units],
+                                       progress_label=f"epoch {epoch}: test set")
+            probabilities = passed.probabilities
+            maxima = {path: passed.stats[unit.point.path].max for path, unit in units.items()}
+        dead = {path: values.max(axis=0) <= 0 for path, values in maxima.items()}
+        seconds["test pass"] += time.perf_counter() - start
+        start = time.perf_counter()
         pictures = visualize_model(network, {**{n: u for n, u in followed.items() if len(u)}, LOGITS: classes},
                                    settings, ctx.seed, class_settings)
+        seconds["feature visualization"] += time.perf_counter() - start
         kernel = conv_kernel(network.units[0].conv.layer).copy() if network.units else None
     verdict = recognition.recognise(judge, pictures[LOGITS].images, classes)
-    return {"probabilities": passed.probabilities, "dead": dead, "pictures": pictures, "kernel": kernel,
+    return {"probabilities": probabilities, "dead": dead, "pictures": pictures, "kernel": kernel,
             "verdict": verdict}
 
 
@@ -130,7 +173,7 @@ def _accuracy(ctx: ModelContext, section: Section, epochs: list[int], states: li
     ax.legend(fontsize=7, ncol=2, loc="lower right")
     fig.tight_layout()
     section.figures.append(Figure(
-        ctx.save_figure("timeline-accuracy", fig), title="Accuracy per class",
+        ctx.save_figure("timeline-accuracy", fig), title="Accuracy per class per epoch",
         caption=f"Test accuracy per class at each snapshot (black: all {len(y):,} test images), from "
         f"{accuracy[0]:.4f} at epoch {epochs[0]} to {accuracy[-1]:.4f} at epoch {epochs[-1]}.",
         alt="Line chart of the test accuracy of each class per snapshot epoch",
@@ -138,31 +181,41 @@ def _accuracy(ctx: ModelContext, section: Section, epochs: list[int], states: li
     section.tables.append(Table(["Class", *(f"epoch {e}" for e in epochs)],
                                 [[name, *(f"{v:.4f}" for v in per_class[:, c])] for c, name in enumerate(names)]
                                 + [["all", *(f"{v:.4f}" for v in accuracy)]],
-                                title="Accuracy per class and epoch", collapsed=len(names) > 12))
+                                title="Accuracy per class: test accuracy at each snapshot", collapsed=len(names) > 12))
     if len(names) <= CLASSES_SHOWN:
         section.figures.append(_confusions(ctx, epochs, matrices, names))
 
 
 def _confusions(ctx: ModelContext, epochs: list[int], matrices: list[np.ndarray], names: list[str]) -> Figure:
-    """The confusion matrix of each snapshot, side by side, as shares of each true class."""
+    """The mistakes of each snapshot's confusion matrix side by side, on one scale (the diagonal, the correct
+    answers, is left blank so the confusions show)."""
     n = len(names)
-    fig, axes = plt.subplots(1, len(epochs), figsize=(0.3 * n * len(epochs) + 1, 0.3 * n + 0.9), squeeze=False)
-    for ax, epoch, cm in zip(axes[0], epochs, matrices):
-        ax.imshow(cm / np.maximum(cm.sum(axis=1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+    off = [cm.astype(float) for cm in matrices]
+    for cm in off:
+        np.fill_diagonal(cm, np.nan)
+    top = max(1.0, max(float(np.nanmax(cm)) for cm in off))
+    fig, axes = plt.subplots(1, len(epochs), figsize=(min(2.6, 0.24 * n + 0.6) * len(epochs) + 0.8,
+                                                     min(2.6, 0.24 * n + 0.6) + 0.5), squeeze=False)
+    for ax, epoch, cm in zip(axes[0], epochs, off):
+        image = ax.imshow(cm, cmap="Reds", vmin=0, vmax=top)
         ax.set_title(f"epoch {epoch}", fontsize=9)
-        ax.set_xticks(range(n), names if n <= 12 else [], rotation=90, fontsize=6)
+        ax.set_xticks(range(n), names if n <= 12 else [], fontsize=6)
         ax.set_yticks(range(n), names if n <= 12 and ax is axes[0][0] else [], fontsize=6)
-    fig.tight_layout()
+        ax.set_xlabel("predicted", fontsize=7)
+    axes[0][0].set_ylabel("true", fontsize=7)
+    fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="test images")
     wrong = [int(cm.sum() - np.trace(cm)) for cm in matrices]
     return Figure(ctx.save_figure("timeline-confusion", fig), title="Confusion matrix per epoch",
-                  caption="Rows are true classes, columns predictions, shaded by the share of the row; misclassified "
-                  f"test images per snapshot: {', '.join(f'{w:,}' for w in wrong)} (the counts are in report.json).",
-                  alt="Confusion matrices of the test set, one per snapshot epoch",
+                  caption="The mistakes of each snapshot: rows are true classes, columns predictions, the darker the "
+                  f"more test images (one scale for all, at most {int(top)}); the diagonal (correct answers) is left "
+                  f"blank. Misclassified test images per snapshot: {', '.join(f'{w:,}' for w in wrong)} (every "
+                  "count is in report.json).",
+                  alt="Confusion matrices of the test set without their diagonal, one per snapshot epoch",
                   numbers={"first_misclassified": wrong[0], "last_misclassified": wrong[-1]})
 
 
 def _classes(ctx: ModelContext, section: Section, epochs: list[int], states: list[dict[str, Any]],
-             classes: np.ndarray, judge: recognition.Judge) -> None:
+             classes: np.ndarray, judge: recognition.Judge, strips: dict[str, Any]) -> None:
     images = np.stack([s["pictures"][LOGITS].images for s in states])  # (E, classes, H, W, C)
     recognised = np.stack([s["verdict"].recognised for s in states])  # (E, classes)
     probability = np.stack([s["pictures"][LOGITS].probability for s in states])
@@ -171,15 +224,16 @@ def _classes(ctx: ModelContext, section: Section, epochs: list[int], states: lis
     correlations = image_correlations(images)
     settled = settled_epochs(epochs, correlations)
     names = [ctx.class_name(c) for c in classes]
-    marks = np.where(recognised, "recognised", "")
-    path = _filmstrip(ctx, "timeline-classes", images, names, epochs, marks)
+    path, strip = _filmstrip(ctx, "timeline-classes", images, names, [f"epoch {e}" for e in epochs], recognised,
+                             target=CLASS_TILE)
+    strips[path] = strip
     count = sum(f is not None for f in first)
     section.figures.insert(0, Figure(
         path, title="Class images per epoch",
         caption=f"Each row one class, each column a snapshot: the image optimised for the class's logit at that "
-        f"epoch. A green frame: the independent judge (a pixel MLP, {judge.test_accuracy:.1%} test accuracy) "
-        f"calls it its class. {count} of {len(names)} class images are recognised at some snapshot; at the last, "
-        f"{int(recognised[-1].sum())}.",
+        f"epoch. Framed green: the independent judge (a pixel MLP, {judge.test_accuracy:.1%} test accuracy) "
+        f"calls it its class; red: it does not. {count} of {len(names)} class images are recognised at some "
+        f"snapshot; at the last, {int(recognised[-1].sum())}.",
         alt="Filmstrip of the class images, one row per class and one column per snapshot epoch",
         numbers={"recognised_at_some_epoch": count, "recognised_last": int(recognised[-1].sum()),
                  "judge_test_accuracy": judge.test_accuracy}))
@@ -197,7 +251,8 @@ def _classes(ctx: ModelContext, section: Section, epochs: list[int], states: lis
 
 
 def _layers(ctx: ModelContext, section: Section, epochs: list[int], states: list[dict[str, Any]],
-            followed: dict[str, np.ndarray], pictures: dict[str, LayerPictures]) -> dict[str, Any]:
+            followed: dict[str, np.ndarray], pictures: dict[str, LayerPictures], strips: dict[str, Any]
+            ) -> dict[str, Any]:
     layers: dict[str, Any] = {}
     for name, units in followed.items():
         if not len(units):
@@ -207,10 +262,17 @@ def _layers(ctx: ModelContext, section: Section, epochs: list[int], states: list
         activation = np.stack([r.activation for r in results])
         correlations = image_correlations(images)
         settled = settled_epochs(epochs, correlations)
-        path = _filmstrip(ctx, f"timeline-{name}", images, [f"filter {u}" for u in units], epochs)
+        records = pictures.get(name)
+        paged = [u in records.records for u in units.tolist()] if records is not None else [False] * len(units)
+        path, strip = _filmstrip(ctx, f"timeline-{name}", images, [f"filter {u}" for u in units],
+                                 [f"epoch {e}" for e in epochs],
+                                 row_files=[(f"{u}-timeline", ("units", name)) for u in units.tolist()],
+                                 hrefs=[f"{slugify(name)}/{u}.html" if has else None
+                                        for u, has in zip(units.tolist(), paged)])
+        strips[path] = strip
         still = sum(s is None for s in settled)
         section.figures.append(Figure(
-            path, title=f"{name}: filters per epoch",
+            path, title=f"{name} filters per epoch",
             caption=f"{name}: {len(units)} filters (the budget's first), each row one filter, each column a "
             f"snapshot. {len(units) - still} of {len(units)} stop changing (correlation with the next snapshot "
             f"at least {STABLE_CORRELATION} from then on); {still} still change at the last step.",
@@ -221,23 +283,21 @@ def _layers(ctx: ModelContext, section: Section, epochs: list[int], states: list
             ["Filter", *(f"{a}→{b}" for a, b in pairwise(epochs)), "Stops changing after"],
             [[int(u), *(f"{v:.3f}" for v in correlations[:, j]), "-" if settled[j] is None else settled[j]]
              for j, u in enumerate(units)],
-            title=f"{name}: correlation of each filter's image with the next snapshot's", collapsed=True))
-        records = pictures.get(name)
+            title=f"{name} filters: correlation of each one's image with the next snapshot's", collapsed=True))
         filters = []
         for j, u in enumerate(units.tolist()):
-            strip = ctx.save_png(f"{u}-timeline", tile_grid(as_rgb(images[:, j]), cols=len(epochs),
-                                                            background=GREY), folder=("units", name))
             record = {"filter": u, "activation": activation[:, j], "correlation_with_next": correlations[:, j],
-                      "settled_after": settled[j], "image": strip}
+                      "settled_after": settled[j], "image": strip["rows"][j]["image"]}
             filters.append(record)
             if records is not None and u in records.records:  # the filter's page shows its filmstrip
-                records.records[u]["timeline"] = {"image": strip, "epochs": epochs, **record}
+                records.records[u]["timeline"] = {"epochs": epochs, **record}
         layers[name] = {"filters": filters, "settled": len(units) - still}
     section.data["layers"] = layers
     return layers
 
 
-def _kernels(ctx: ModelContext, section: Section, epochs: list[int], states: list[dict[str, Any]]) -> None:
+def _kernels(ctx: ModelContext, section: Section, epochs: list[int], states: list[dict[str, Any]],
+             strips: dict[str, Any]) -> None:
     if states[0]["kernel"] is None:
         return
     name = ctx.network.units[0].path
@@ -246,13 +306,16 @@ def _kernels(ctx: ModelContext, section: Section, epochs: list[int], states: lis
     per_filter = np.moveaxis(kernels[..., :shown], -1, 1)  # (E, F, kh, kw, cin)
     colour = kernels.shape[3] == 3
     tiles = np.stack([_rgb_tiles(k) if colour else _diverging_tiles(k.mean(axis=-1)) for k in per_filter])
-    tiles = np.stack([resize_nearest(t, *_enlarged(kernels.shape[1:3])) for t in tiles])
-    path = ctx.save_png("timeline-kernels", tile_grid(tiles.reshape(-1, *tiles.shape[2:]), cols=shown))
+    # one column per filter, one row per epoch: the kernels are small, so the whole layer fits a row
+    path, strip = _filmstrip(ctx, "timeline-kernels", np.swapaxes(tiles, 0, 1), [f"epoch {e}" for e in epochs],
+                             [str(f) for f in range(shown)], target=KERNEL_TILE)
+    strips[path] = strip
     change = np.sqrt(((kernels[1:] - kernels[:-1]) ** 2).sum(axis=(1, 2, 3)))  # (E-1, F)
     norms = np.sqrt((kernels**2).sum(axis=(1, 2, 3)))  # (E, F)
     section.figures.append(Figure(
-        path, title=f"{name}: kernels per epoch",
-        caption=f"The first layer's {shown} kernels, one row per snapshot (epochs {', '.join(map(str, epochs))}), "
+        path, title=f"{name} kernels per epoch",
+        caption=f"The first layer's {shown} kernels (columns, by filter index), one row per snapshot (epochs "
+        f"{', '.join(map(str, epochs))}), "
         f"{'as RGB' if colour else 'blue negative, red positive'}, scaled per filter. Mean L2 norm "
         f"{norms[0].mean():.3f} at epoch {epochs[0]}, {norms[-1].mean():.3f} at epoch {epochs[-1]}.",
         alt=f"Kernels of {name}, one row per snapshot epoch",
@@ -270,34 +333,37 @@ def _dead(ctx: ModelContext, section: Section, epochs: list[int], states: list[d
     sizes = {path: len(states[0]["dead"][path]) for path in paths}
     section.tables.append(Table(["Layer", "Filters", *(f"dead at epoch {e}" for e in epochs)],
                                 [[path, sizes[path], *counts[path]] for path in paths],
-                                title="Dead filters (never active on any test image) per epoch"))
+                                title="Dead filters: filters never active on any test image, per epoch"))
     section.data["dead_filters"] = counts
     section.data["dead_filter_ids"] = {path: {e: np.flatnonzero(s["dead"][path]) for e, s in zip(epochs, states)}
                                        for path in paths}
 
 
-def _filmstrip(ctx: ModelContext, name: str, images: np.ndarray, rows: list[str], epochs: list[int],
-               marks: np.ndarray | None = None) -> str:
-    """One row per unit, one column per epoch, labelled; `marks` (E, rows) frames the marked tiles in green."""
-    count, height, width = images.shape[1], *images.shape[2:4]
-    size = tile_size(height, width, target=56, largest=112)
-    side = 0.75 * size[0] / 56
-    fig, axes = plt.subplots(count, len(epochs), figsize=(side * len(epochs) + 1.2, side * count + 0.4),
-                             squeeze=False)
-    for k, epoch in enumerate(epochs):
-        for i in range(count):
-            ax = axes[i][k]
-            ax.imshow(np.clip(as_rgb(images[k, i : i + 1])[0], 0, 1), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            marked = marks is not None and bool(marks[k, i])
-            for spine in ax.spines.values():
-                spine.set_edgecolor("#1a9641" if marked else "#bbbbbb")
-                spine.set_linewidth(3 if marked else 0.5)
-            if i == 0:
-                ax.set_title(f"epoch {epoch}", fontsize=8)
-            if k == 0:
-                ax.set_ylabel(rows[i], rotation=0, ha="right", va="center", fontsize=8)
-    fig.subplots_adjust(wspace=0.05, hspace=0.05)
-    return ctx.save_figure(slugify(name), fig, dpi=100)
+def _filmstrip(ctx: ModelContext, name: str, images: np.ndarray, rows: list[str], columns: list[str],
+               marks: np.ndarray | None = None, target: int = 56, row_files: list[tuple[str, tuple[str, ...]]]
+               | None = None, hrefs: list[str | None] | None = None) -> tuple[str, dict[str, Any]]:
+    """Pictures in rows and columns: `images` (columns, rows, H, W, C) in [0, 1]; `marks` (columns, rows) frames
+    the tiles it holds true in green and the others in red. Each row is one PNG (at `row_files`' (name, folder)
+    when given), the page labels them in HTML; the whole grid is one PNG too (the figure's, for report.json and
+    the Markdown page).
 
+    Returns:
+        The grid's path and the strip the page draws: its column labels, tile size and rows (label, PNG, link).
+    """
+    n_columns, n_rows, height, width = images.shape[:4]
+    size = tile_size(height, width, target=target, largest=2 * target)
+    tiles = resize_nearest(as_rgb(images.reshape(-1, *images.shape[2:])), *size).reshape(n_columns, n_rows, *size, 3)
+    if marks is not None:
+        frame = max(1, size[0] // 20)
+        colours = np.where(np.asarray(marks, bool)[..., None], RECOGNISED, NOT_RECOGNISED)[:, :, None, None, :]
+        for edge in (np.s_[:, :, :frame], np.s_[:, :, -frame:], np.s_[:, :, :, :frame], np.s_[:, :, :, -frame:]):
+            tiles[edge] = np.broadcast_to(colours, tiles[edge].shape)
+    strips = [tile_grid(tiles[:, i], cols=n_columns, pad=STRIP_PAD) for i in range(n_rows)]
+    row_files = row_files or [(f"{name}-{i}", ("timeline",)) for i in range(n_rows)]
+    paths = [ctx.save_png(file, strip, folder=folder) for strip, (file, folder) in zip(strips, row_files)]
+    grid = ctx.save_png(name, np.concatenate([strip[: -STRIP_PAD] for strip in strips[:-1]] + strips[-1:]))
+    strip = {"columns": columns, "tile": list(size), "pad": STRIP_PAD,
+             "width": strips[0].shape[1], "height": strips[0].shape[0],
+             "rows": [{"label": label, "image": path, "href": (hrefs or [None] * n_rows)[i]}
+                      for i, (label, path) in enumerate(zip(rows, paths))]}
+    return grid, strip
