@@ -103,6 +103,7 @@ def build(config_path, models, model_file, output_name, imports, trust_model_cod
         retrain=retrain,
         force=force,
         templates=config.templates_folder(),
+        compares=config.compares,
     )
     reports = build_site(specs, options)
     for report in reports:
@@ -156,6 +157,36 @@ def select_models(config: Config, names: tuple[str, ...], model_file: Path | Non
     if not specs:
         raise ReportgenError("no models to build: add [[models]] to reportgen.toml or pass --model-file")
     return specs
+
+
+@cli.command()
+@config_option
+@click.argument("model_a", metavar="A")
+@click.argument("model_b", metavar="B")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Site folder (default: site/).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output: only errors.")
+@click.option("--debug", is_flag=True, help="Show the full traceback of an unexpected error.")
+def compare(config_path, model_a, model_b, out, quiet, debug) -> None:
+    """Compare two models of a built site on one page, linked from the index and both models' pages.
+
+    \b
+    A and B are model names; NAME@1 is that model's build before the current one (from its history/).
+    Examples:
+      reportgen compare mnist-3conv mnist-oip
+      reportgen compare mnist-3conv mnist-3conv@1     after retraining: before and now
+    """
+    from reportgen.build.compare import compare_models
+
+    progress.set_quiet(quiet)
+    config = load_config(config_path)
+    options = BuildOptions(out=out or config.resolve(config.out), cache_dir=config.resolve(config.cache_dir),
+                           seed=config.seed, templates=config.templates_folder())
+    from reportgen.build.fingerprint import using_templates
+
+    with using_templates(options.templates):
+        record = compare_models(options.out, model_a, model_b, config.models, options)
+    click.echo(f"Compare page written to {options.out / 'compare' / (record['a']['key'] + '--' + record['b']['key'])}"
+               "/index.html")
 
 
 @cli.command(name="list")

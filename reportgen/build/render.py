@@ -159,10 +159,11 @@ def render_page(folder: Path, report: dict[str, Any], section: Section, page: Pa
         render(twin, folder / (page.path.rsplit(".", 1)[0] + ".md"), **context)
 
 
-def render_index(out: Path, reports: list[dict[str, Any]], tmp_suffix: str) -> list[tuple[Path, Path]]:
-    """Render the site's front pages and stylesheet next to their final names;
-    returns (temporary, final) pairs for the caller to swap in."""
-    context = {"reports": reports, "site_root": "", "model_root": None}
+def render_index(out: Path, reports: list[dict[str, Any]], tmp_suffix: str,
+                 compares: list[dict[str, Any]] | None = None) -> list[tuple[Path, Path]]:
+    """Render the site's front pages and stylesheet next to their final names (`compares`: the site's compare
+    pages, linked below the models); returns (temporary, final) pairs for the caller to swap in."""
+    context = {"reports": reports, "site_root": "", "model_root": None, "compares": compares or []}
     pairs = []
     for name in ("index.html", "index.md"):
         tmp = out / f"{name}{tmp_suffix}"

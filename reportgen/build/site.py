@@ -27,6 +27,7 @@ from reportgen.util.errors import ReportgenError
 
 STAGING_PREFIX = ".staging-"
 HISTORY = "history"
+COMPARE = "compare"  # the site's folder of compare pages (build/compare.py)
 
 
 def build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str, Any]]:
@@ -60,6 +61,10 @@ def _build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str,
         progress.log(f"[{number}/{len(specs)}] {spec.name}")
         reports.append(build_into_place(spec, options, site_models))
         write_front_pages(out)  # each finished model is on the index, styled, while the next one builds
+    if options.compares:
+        from reportgen.build.compare import build_compares
+
+        build_compares(out, specs, options)
     write_front_pages(out)
     (out / ".nojekyll").touch()
     return reports
@@ -110,6 +115,9 @@ def build_into_place(spec: ModelSpec, options: BuildOptions,
         swap_in(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    from reportgen.build.compare import link_from_model_page
+
+    link_from_model_page(options.out, spec.slug)  # the compare pages of this model, if the site has any
     return report
 
 
@@ -206,10 +214,24 @@ def copy_static(out: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def compare_records(out: Path) -> list[dict[str, Any]]:
+    """Every compare page of the site (its href from the site's root, and both sides' records), for the links."""
+    records = []
+    for path in sorted((out / COMPARE).glob("*/compare.json")):
+        if path.parent.name.startswith("."):
+            continue
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        records.append({"href": f"{COMPARE}/{path.parent.name}/index.html", "a": record["a"], "b": record["b"]})
+    return records
+
+
 def write_front_pages(out: Path) -> None:
     """index.html, index.md and the stylesheet, each replaced atomically."""
     suffix = f".tmp-{os.getpid()}"
-    pairs = render_index(out, built_reports(out), suffix)
+    pairs = render_index(out, built_reports(out), suffix, compare_records(out))
     try:
         for tmp, final in pairs:
             os.replace(tmp, final)

@@ -78,6 +78,7 @@ class Config:
     root: Path = field(default_factory=Path.cwd)  # the folder relative paths are resolved against
     templates: str | None = None  # the user's template folder (default: templates/ beside the config, if present)
     from_file: bool = False  # read from a config file (not the empty config of a folder without one)
+    compares: list[tuple[str, str]] = field(default_factory=list)  # [[compare]] a = "...", b = "...": compare pages
 
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -114,6 +115,7 @@ class BuildOptions:
     retrain: bool = False  # train again even when cached
     force: bool = False  # rebuild pages even when nothing changed
     templates: Path | None = None  # the user's template folder, overriding the package's file by file
+    compares: list[tuple[str, str]] = field(default_factory=list)  # pairs of models whose compare page is built
 
 
 BUILD_KEYS = {"out": str, "cache_dir": str, "seed": int, "templates": str}
@@ -159,9 +161,10 @@ def load_config(path: str | Path | None = None) -> Config:
 
 
 def parse_config(raw: dict[str, Any], source: str, root: Path) -> Config:
-    unknown = set(raw) - {"build", "models"}
+    unknown = set(raw) - {"build", "models", "compare"}
     if unknown:
-        raise ReportgenError(f"{source}: unknown key {sorted(unknown)[0]!r} (expected [build] and [[models]])")
+        raise ReportgenError(f"{source}: unknown key {sorted(unknown)[0]!r} (expected [build], [[models]] and "
+                             "[[compare]])")
     build = raw.get("build", {})
     if not isinstance(build, dict):
         raise ReportgenError(f"{source}: [build] must be a table")
@@ -177,7 +180,21 @@ def parse_config(raw: dict[str, Any], source: str, root: Path) -> Config:
     for name in names:
         if names.count(name) > 1:
             raise ReportgenError(f"{source}: model name {name!r} is used twice")
-    return Config(models=models, root=root, **build)
+    return Config(models=models, root=root, compares=parse_compares(raw.get("compare", []), source), **build)
+
+
+def parse_compares(raw: Any, source: str) -> list[tuple[str, str]]:
+    """`[[compare]]` entries: `a` and `b`, each a model's name or `NAME@N` (its N-th earlier build)."""
+    if not isinstance(raw, list):
+        raise ReportgenError(f"{source}: 'compare' must be an array of tables ([[compare]] a = \"...\", b = \"...\")")
+    pairs = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict) or set(entry) != {"a", "b"} or not all(
+                isinstance(v, str) and v.strip() for v in entry.values()):
+            raise ReportgenError(f"{source}: compare[{i}] must have exactly the keys a and b, each a model's name "
+                                 "(or NAME@1 for its build before the current one)")
+        pairs.append((entry["a"], entry["b"]))
+    return pairs
 
 
 def parse_model(raw: Any, source: str, index: int) -> ModelSpec:
