@@ -126,3 +126,17 @@ b = "first"
         json.loads(next((site / "first" / "history").glob("*.json")).read_text())["metrics"]["test_accuracy"])
     bad = reportgen_process("compare", "first", "first@5", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("Error: ")
+
+
+def test_config_compare_entries() -> None:
+    from reportgen.inputs.config import parse_config
+    from reportgen.util.errors import ReportgenError
+
+    models = [{"name": n, "dataset": "mnist", "architecture": "mnist_3conv"} for n in ("a", "b")]
+    config = parse_config({"models": models, "compare": [{"a": "a", "b": "b"}, {"a": "a", "b": "a@1"}]}, "t.toml",
+                          Path("."))
+    assert config.compares == [("a", "b"), ("a", "a@1")]
+    with pytest.raises(ReportgenError, match="not a model of the config"):
+        parse_config({"models": models, "compare": [{"a": "a", "b": "c"}]}, "t.toml", Path("."))
+    with pytest.raises(ReportgenError, match="exactly the keys a and b"):
+        parse_config({"models": models, "compare": [{"a": "a"}]}, "t.toml", Path("."))

@@ -132,3 +132,39 @@ def test_timeline_from_model_checkpoint_files_equals_each_snapshot(tmp_path: Pat
                             "--out", str(tmp_path / "other"))
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("Error: --checkpoints")
     assert not (tmp_path / "other" / "learner").exists()
+
+
+def test_config_snapshots_key() -> None:
+    from reportgen.inputs.config import parse_config
+    from reportgen.util.errors import ReportgenError
+
+    entry = {"name": "m", "dataset": "mnist", "architecture": "mnist_3conv"}
+    config = parse_config({"models": [{**entry, "snapshots": [1, 2, 4, 8]}]}, "t.toml", Path("."))
+    assert config.models[0].snapshots == [1, 2, 4, 8]
+    assert parse_config({"models": [entry]}, "t.toml", Path(".")).models[0].snapshots is None
+    for bad in ([0, 2], "1,2", [1.5], []):
+        with pytest.raises(ReportgenError, match="'snapshots' in model 'm' must be a list of epochs"):
+            parse_config({"models": [{**entry, "snapshots": bad}]}, "t.toml", Path("."))
+
+
+def test_the_training_cache_key_ignores_snapshots() -> None:
+    from reportgen.inputs.config import ModelSpec
+
+    plain = ModelSpec(name="m", dataset="mnist", architecture="mnist_3conv")
+    chosen = ModelSpec(name="m", dataset="mnist", architecture="mnist_3conv", snapshots=[1, 2])
+    assert plain.fingerprint(0, False) == chosen.fingerprint(0, False)  # old caches stay valid
+
+
+def test_callback_keeps_snapshots_in_its_cache(tmp_path: Path) -> None:
+    from reportgen.callback import ReportCallback
+
+    callback = ReportCallback("mnist", out=tmp_path / "site", snapshots=[1, 3], cache_dir=tmp_path / "cache")
+    callback.build_report = lambda: {}  # the report itself is tested in test_callback.py; here, the snapshots
+    model = tiny_cnn()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x, y = np.random.default_rng(0).random((16, 12, 12, 1), dtype=np.float32), np.arange(16) % 3
+    model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[callback])
+    assert sorted(read_snapshots(callback.snapshot_folder)) == [1, 3]
+    assert callback.snapshot_folder.is_relative_to(tmp_path / "cache")
+    with pytest.raises(Exception, match="snapshots must be a list of epochs"):
+        ReportCallback("mnist", snapshots=[0])

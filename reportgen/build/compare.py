@@ -116,7 +116,11 @@ def _load(report: dict[str, Any], specs: list[ModelSpec], options: BuildOptions)
 def build_compares(out: Path, specs: list[ModelSpec], options: BuildOptions) -> None:
     """The config's `[[compare]]` pages, each rebuilt only when one of its two reports changed since."""
     for a_name, b_name in options.compares:
-        a, b = (resolve_side(out, name, specs, options, load=False) for name in (a_name, b_name))
+        try:
+            a, b = (resolve_side(out, name, specs, options, load=False) for name in (a_name, b_name))
+        except ReportgenError as exc:  # e.g. one of the two is not built yet (a build of other models)
+            progress.log(f"compare {a_name} / {b_name}: skipped ({exc})")
+            continue
         existing = out / COMPARE / compare_folder_name(a, b) / "compare.json"
         try:
             record = json.loads(existing.read_text(encoding="utf-8"))

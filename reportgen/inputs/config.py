@@ -180,7 +180,13 @@ def parse_config(raw: dict[str, Any], source: str, root: Path) -> Config:
     for name in names:
         if names.count(name) > 1:
             raise ReportgenError(f"{source}: model name {name!r} is used twice")
-    return Config(models=models, root=root, compares=parse_compares(raw.get("compare", []), source), **build)
+    compares = parse_compares(raw.get("compare", []), source)
+    for pair in compares:
+        for name in pair:
+            if name.rsplit("@", 1)[0] not in names and name not in names:
+                raise ReportgenError(f"{source}: [[compare]] names {name!r}, which is not a model of the config "
+                                     f"(known: {', '.join(names) or 'none'})")
+    return Config(models=models, root=root, compares=compares, **build)
 
 
 def parse_compares(raw: Any, source: str) -> list[tuple[str, str]]:
