@@ -75,7 +75,7 @@ def main() -> None:
                 timings[step.name] = time.perf_counter() - start
         timeline = timings.pop("learning over time")
         own = sum(timings.values())
-        parts = built["learning over time"].data.get("seconds", {})
+        parts = (built["learning over time"].handoff or {}).get("seconds", {})
         print(f"  report without the timeline {own:7.2f} s")
         print(f"  timeline                    {timeline:7.2f} s ({timeline / own:.2f} of the report's own time; "
               "goal: under 0.33)")
