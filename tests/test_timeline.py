@@ -168,3 +168,25 @@ def test_callback_keeps_snapshots_in_its_cache(tmp_path: Path) -> None:
     assert callback.snapshot_folder.is_relative_to(tmp_path / "cache")
     with pytest.raises(Exception, match="snapshots must be a list of epochs"):
         ReportCallback("mnist", snapshots=[0])
+
+
+def test_zoo_training_keeps_the_configured_snapshots_and_old_caches_stay(tmp_path: Path) -> None:
+    from reportgen.inputs.config import ModelSpec
+    from reportgen.inputs.training import load_or_train
+    from tests.conftest import tiny_dataset
+
+    data = tiny_dataset((28, 28, 1), num_classes=10, n=40)
+    spec = ModelSpec(name="zoo", dataset="mnist", architecture="mnist_3conv", epochs=3, batch_size=20,
+                     snapshots=[1, 3])
+    trained = load_or_train(spec, data, tmp_path, seed=0)
+    assert sorted(trained.snapshots) == [1, 3] and trained.source == "trained"
+    with snapshot_weights(trained.model, trained.snapshots[3]) as (_, same):
+        assert same  # the last snapshot is the trained model
+    assert load_or_train(spec, data, tmp_path, seed=0).source == "cache"
+    default = ModelSpec(name="zoo", dataset="mnist", architecture="mnist_3conv", epochs=3, batch_size=20)
+    cached = load_or_train(default, data, tmp_path, seed=0)  # no snapshots asked for: the cache as it is
+    assert cached.source == "cache" and sorted(cached.snapshots) == [1, 3]
+    more = ModelSpec(name="zoo", dataset="mnist", architecture="mnist_3conv", epochs=3, batch_size=20,
+                     snapshots=[2, 3])
+    retrained = load_or_train(more, data, tmp_path, seed=0)  # epoch 2 is missing: trained again
+    assert retrained.source == "trained" and sorted(retrained.snapshots) == [2, 3]

@@ -33,7 +33,7 @@ from reportgen.sections.context import ModelContext
 from reportgen.sections.feature_vis import _class_settings, typical_margin
 from reportgen.sections.kernels import _diverging_tiles, _rgb_tiles
 from reportgen.sections.report import Figure, Page, Section, Table
-from reportgen.sections.units import LayerPictures
+from reportgen.sections.units import LayerPictures, paged_units
 from reportgen.util import progress
 from reportgen.util.imaging import as_rgb, resize_nearest, tile_grid, tile_size
 from reportgen.util.slugs import slugify
@@ -264,7 +264,8 @@ def _layers(ctx: ModelContext, section: Section, epochs: list[int], states: list
         correlations = image_correlations(images)
         settled = settled_epochs(epochs, correlations)
         records = pictures.get(name)
-        paged = [u in records.records for u in units.tolist()] if records is not None else [False] * len(units)
+        with_page = set(paged_units(ctx).get(name, np.zeros(0, int)).tolist()) if records is not None else set()
+        paged = [u in with_page for u in units.tolist()]
         path, strip = _filmstrip(ctx, f"timeline-{name}", images, [f"filter {u}" for u in units],
                                  [f"epoch {e}" for e in epochs],
                                  row_files=[(f"{u}-timeline", ("units", name)) for u in units.tolist()],
