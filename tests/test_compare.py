@@ -108,8 +108,11 @@ b = "first"
     assert "compare/first--permuted/index.html" in (site / "permuted" / "index.html").read_text()
 
     # Retrained: "What changed" shows the pictures of the build before, which history/ kept.
+    xt, yt = xt[:TEST_IMAGES, ..., None].astype(np.float32) / 255, yt[:TEST_IMAGES]
+    old = model.predict(xt, verbose=0).argmax(axis=1)
     model.fit(x, y[:TRAIN_IMAGES], epochs=1, batch_size=64, verbose=0)
     model.save(tmp_path / "a.keras")
+    new = model.predict(xt, verbose=0).argmax(axis=1)
     result = reportgen_process("build", "--quick", "--model", "first", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((site / "first" / "report.json").read_text())
@@ -124,6 +127,16 @@ b = "first"
     assert not before["b"]["weights_found"]  # the file was overwritten: the page compares the reports
     assert before["metrics"]["test_accuracy"]["b"] == pytest.approx(
         json.loads(next((site / "first" / "history").glob("*.json")).read_text())["metrics"]["test_accuracy"])
+    # "permuted" still has the old weights (permuted): its page against the retrained model, number by number.
+    result = reportgen_process("compare", "permuted", "first", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = json.loads((site / "compare" / "permuted--first" / "compare.json").read_text())
+    assert after["changed_predictions"]["changed_indices"] == np.flatnonzero(old != new).tolist()
+    assert after["changed_predictions"]["fixed"] == int(np.sum((old != yt) & (new == yt)))
+    direct = np.zeros((10, 10), int)
+    np.add.at(direct, (yt, new), 1)
+    np.add.at(direct, (yt, old), -1)
+    assert np.array_equal(after["confusion"]["confusion_difference"], direct)
     bad = reportgen_process("compare", "first", "first@5", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("Error: ")
 
