@@ -26,16 +26,8 @@ import numpy as np
 
 from reportgen.build.fingerprint import file_digest
 from reportgen.build.ownership import check_site, mark_model_folder
-from reportgen.build.render import environment, render
-from reportgen.build.site import (
-    COMPARE,
-    HISTORY,
-    STAGING_PREFIX,
-    compare_records,
-    earlier_reports,
-    swap_in,
-    write_front_pages,
-)
+from reportgen.build.render import COMPARE, compare_records, environment, render
+from reportgen.build.site import HISTORY, STAGING_PREFIX, earlier_reports, swap_in, write_front_pages
 from reportgen.inputs.config import BuildOptions, ModelSpec
 from reportgen.sections.changes import PICTURES_KEY, side_by_side
 from reportgen.sections.report import Figure, Section, Table, jsonable

@@ -27,7 +27,6 @@ from reportgen.util.errors import ReportgenError
 
 STAGING_PREFIX = ".staging-"
 HISTORY = "history"
-COMPARE = "compare"  # the site's folder of compare pages (build/compare.py)
 
 
 def build_site(specs: list[ModelSpec], options: BuildOptions) -> list[dict[str, Any]]:
@@ -214,24 +213,10 @@ def copy_static(out: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def compare_records(out: Path) -> list[dict[str, Any]]:
-    """Every compare page of the site (its href from the site's root, and both sides' records), for the links."""
-    records = []
-    for path in sorted((out / COMPARE).glob("*/compare.json")):
-        if path.parent.name.startswith("."):
-            continue
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        records.append({"href": f"{COMPARE}/{path.parent.name}/index.html", "a": record["a"], "b": record["b"]})
-    return records
-
-
 def write_front_pages(out: Path) -> None:
     """index.html, index.md and the stylesheet, each replaced atomically."""
     suffix = f".tmp-{os.getpid()}"
-    pairs = render_index(out, built_reports(out), suffix, compare_records(out))
+    pairs = render_index(out, built_reports(out), suffix)
     try:
         for tmp, final in pairs:
             os.replace(tmp, final)
