@@ -10,6 +10,7 @@ training goes on.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ class ReportCallback(keras.callbacks.Callback):
         seed: Seed of every random start.
         snapshots: The epochs (from 1) whose weights are kept for the report's "Learning over time"; default a
             few log-spaced epochs and the last (of the `epochs` given to `fit`); `[]` keeps none.
-        cache_dir: Where the snapshots are kept (under snapshots/<name>/), not in the site.
+        cache_dir: Where the snapshots are kept (under snapshots/<name>/), not in the site; default a temporary
+            folder that lives as long as the callback (the reports it builds are what stays).
 
     Raises:
         ReportgenError: A bad argument (an unknown dataset, a non-positive `every_n_epochs`), here, when the
@@ -43,7 +45,7 @@ class ReportCallback(keras.callbacks.Callback):
 
     def __init__(self, dataset: Any, out: str | Path = "site", name: str | None = None,
                  every_n_epochs: int | None = None, quick: bool = False, seed: int = 0,
-                 snapshots: list[int] | None = None, cache_dir: str | Path = ".cache/reportgen") -> None:
+                 snapshots: list[int] | None = None, cache_dir: str | Path | None = None) -> None:
         super().__init__()
         if every_n_epochs is not None and (not isinstance(every_n_epochs, int) or every_n_epochs < 1):
             raise ReportgenError(f"every_n_epochs must be a positive int or None, not {every_n_epochs!r}")
@@ -60,7 +62,8 @@ class ReportCallback(keras.callbacks.Callback):
         self.epochs_seen = 0
         self._built_at: int | None = None  # epochs_seen at the last build, so train end does not build twice
         self.snapshots = None if snapshots is None else sorted(set(snapshots))
-        self.cache_dir = Path(cache_dir).expanduser()
+        self._scratch = tempfile.TemporaryDirectory(prefix="reportgen-snapshots-") if cache_dir is None else None
+        self.cache_dir = Path(self._scratch.name if self._scratch else cache_dir).expanduser()
         self._saver: SnapshotSaver | None = None
 
     @property
