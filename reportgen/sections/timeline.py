@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from reportgen.methods import recognition
-from reportgen.methods.featvis import LOGITS, FeatVisSettings, visualize_model
+from reportgen.methods.featvis import LOGITS, FeatVisSettings, FilterImages, visualize_models
 from reportgen.methods.timeline import (
     STABLE_CORRELATION,
     first_epochs,
@@ -27,6 +27,7 @@ from reportgen.methods.timeline import (
     snapshot_weights,
 )
 from reportgen.model import Network
+from reportgen.model.surgery import weights_copy
 from reportgen.model.units import conv_kernel
 from reportgen.sections.confusion import confusion_matrix
 from reportgen.sections.context import ModelContext
@@ -41,6 +42,9 @@ from reportgen.util.slugs import slugify
 FILTERS_PER_LAYER = 8  # filters per conv layer followed through training: the budget's first (most active) ones
 QUICK_FILTERS = 4
 CLASSES_SHOWN = 20  # classes followed (the first ones), so a 1,000-class head costs what a small one does
+# Snapshots whose pictures are optimised together (each as a copy of the model): the optimisations are traced once
+# per group, and a group's copies are in memory at once.
+SNAPSHOTS_AT_ONCE = 8
 KERNELS_SHOWN = 32  # first-layer kernels drawn per snapshot
 CLASS_TILE, KERNEL_TILE = 56, 24  # pixels a side the pictures are magnified to, about
 PAGE = "timeline/index.html"
@@ -67,11 +71,9 @@ def build(ctx: ModelContext, pictures: dict[str, LayerPictures] | None = None) -
                 for name in ctx.plan.layers}
     classes = np.arange(min(ctx.network.num_classes, CLASSES_SHOWN))
     judge = recognition.train_judge(ctx.data, ctx.network.image_shape, ctx.seed, ctx.cache_dir)
-    states, seconds = [], {"test pass": 0.0, "feature visualization": 0.0}
-    with progress.bar(len(epochs), "snapshots", unit="epoch") as bar:
-        for epoch in epochs:
-            states.append(_evaluate(ctx, epoch, followed, classes, settings, class_settings, judge, seconds))
-            bar.update()
+    seconds = {"test pass": 0.0, "feature visualization": 0.0}
+    states = _evaluate_all(ctx, epochs, followed, classes, settings, class_settings, judge, pictures or {},
+                           seconds)
     section.intro = (
         f"The model at {len(epochs)} snapshots kept during training (epochs {', '.join(map(str, epochs))}), each "
         "run through the same engines as the rest of this report, from the same random starts, so a picture "
@@ -125,32 +127,79 @@ def _why_none(ctx: ModelContext) -> str:
             "--retrain, or set snapshots = [1, 2, 4, 8] in its config entry.")
 
 
-def _evaluate(ctx: ModelContext, epoch: int, followed: dict[str, np.ndarray], classes: np.ndarray,
-              settings: FeatVisSettings, class_settings: FeatVisSettings, judge: recognition.Judge,
-              seconds: dict[str, float]) -> dict[str, Any]:
-    """Everything the timeline reads of one snapshot; the time each part took is added to `seconds`."""
+def _evaluate_all(ctx: ModelContext, epochs: list[int], followed: dict[str, np.ndarray], classes: np.ndarray,
+                  settings: FeatVisSettings, class_settings: FeatVisSettings, judge: recognition.Judge,
+                  pictures: dict[str, LayerPictures], seconds: dict[str, float]) -> list[dict[str, Any]]:
+    """Everything the timeline reads of each snapshot, SNAPSHOTS_AT_ONCE snapshots at a time: each one's test
+    pass, then their feature visualization in one batched run (`visualize_models`: the optimisations are traced
+    once for the group, not once per snapshot). The snapshot that is the model as reported takes its filters'
+    images from the feature-vis section, which rendered them with the same settings and starts. The time each
+    part took is added to `seconds`."""
+    wanted = {**{name: units for name, units in followed.items() if len(units)}, LOGITS: classes}
+    reused = {name: units for name, units in wanted.items()
+              if name in pictures and all(u in pictures[name].images for u in units.tolist())}
+    states: list[dict[str, Any]] = []
+    with progress.bar(len(epochs), "snapshots", unit="epoch") as bar:
+        for first in range(0, len(epochs), SNAPSHOTS_AT_ONCE):
+            group = epochs[first : first + SNAPSHOTS_AT_ONCE]
+            loaded = [_load(ctx, epoch, seconds) for epoch in group]
+            own = [{n: u for n, u in wanted.items() if n not in reused} if network is ctx.network else wanted
+                   for network, _ in loaded]
+            if any(network is None for network, _ in loaded):  # a model Keras cannot copy: one snapshot at a time
+                for epoch, units, (_, state) in zip(group, own, loaded):
+                    with snapshot_weights(ctx.model, ctx.snapshots[epoch]) as (model, same):
+                        network = ctx.network if same else Network(model, ctx.network.input_range)
+                        state["pictures"] = _pictures(ctx, [network], [units], settings, class_settings, seconds)[0]
+            else:
+                rendered = _pictures(ctx, [network for network, _ in loaded], own, settings, class_settings, seconds)
+                for (_, state), images in zip(loaded, rendered):
+                    state["pictures"] = images
+            for network, state in loaded:
+                if network is ctx.network:
+                    state["pictures"].update({name: _reported(pictures[name], units) for name, units in reused.items()})
+                state["verdict"] = recognition.recognise(judge, state["pictures"][LOGITS].images, classes)
+                states.append(state)
+                bar.update()
+    return states
+
+
+def _reported(pictures: LayerPictures, units: np.ndarray) -> FilterImages:
+    """The feature-vis section's images of `units` and the activation each reached."""
+    return FilterImages(units, np.stack([pictures.images[u] for u in units.tolist()]),
+                        np.array([pictures.records[u]["activation"] for u in units.tolist()], np.float32))
+
+
+def _load(ctx: ModelContext, epoch: int, seconds: dict[str, float]) -> tuple[Network | None, dict[str, Any]]:
+    """A snapshot's network (the model's own when the snapshot is the model as reported, else a copy of the model
+    holding the snapshot's weights; None where the model cannot be copied) and its test pass, first-layer kernel
+    and dead filters."""
+    start = time.perf_counter()
     with snapshot_weights(ctx.model, ctx.snapshots[epoch]) as (model, same):
-        start = time.perf_counter()
-        network = Network(model, ctx.network.input_range)
-        units = {unit.path: unit for unit in network.units}
+        kernel = conv_kernel(ctx.network.units[0].conv.layer).copy() if ctx.network.units else None
         if same:  # the snapshot is the model as reported: its test pass is the one every section read
-            probabilities = ctx.probabilities
-            maxima = {path: ctx.conv_stats[path].max for path in units}
+            network, probabilities = ctx.network, ctx.probabilities
+            maxima = {unit.path: ctx.conv_stats[unit.path].max for unit in ctx.network.units}
         else:
-            passed = network.test_pass(ctx.data.x_test, [unit.point.path for unit in network.units],
-                                       progress_label=f"epoch {epoch}: test set")
-            probabilities = passed.probabilities
-            maxima = {path: passed.stats[unit.point.path].max for path, unit in units.items()}
-        dead = {path: values.max(axis=0) <= 0 for path, values in maxima.items()}
-        seconds["test pass"] += time.perf_counter() - start
-        start = time.perf_counter()
-        pictures = visualize_model(network, {**{n: u for n, u in followed.items() if len(u)}, LOGITS: classes},
-                                   settings, ctx.seed, class_settings)
-        seconds["feature visualization"] += time.perf_counter() - start
-        kernel = conv_kernel(network.units[0].conv.layer).copy() if network.units else None
-    verdict = recognition.recognise(judge, pictures[LOGITS].images, classes)
-    return {"probabilities": probabilities, "dead": dead, "pictures": pictures, "kernel": kernel,
-            "verdict": verdict}
+            copy = weights_copy(model)
+            network = None if copy is None else Network(copy, ctx.network.input_range)
+            passing = network or Network(model, ctx.network.input_range)
+            # only what the timeline reads: probabilities and each channel's maximum (test_pass's means and max
+            # positions would double the pass's time)
+            probabilities, peaks = passing.peak_pass(ctx.data.x_test, [unit.point.path for unit in passing.units],
+                                                     progress_label=f"epoch {epoch}: test set")
+            maxima = {unit.path: peaks[unit.point.path] for unit in passing.units}
+    seconds["test pass"] += time.perf_counter() - start
+    dead = {path: values.max(axis=0) <= 0 for path, values in maxima.items()}
+    return network, {"probabilities": probabilities, "dead": dead, "kernel": kernel}
+
+
+def _pictures(ctx: ModelContext, networks: list[Network], wanted: list[dict[str, np.ndarray]],
+              settings: FeatVisSettings, class_settings: FeatVisSettings, seconds: dict[str, float]
+              ) -> list[dict[str, Any]]:
+    start = time.perf_counter()
+    pictures = visualize_models(networks, wanted, settings, ctx.seed, class_settings)
+    seconds["feature visualization"] += time.perf_counter() - start
+    return pictures
 
 
 def _accuracy(ctx: ModelContext, section: Section, epochs: list[int], states: list[dict[str, Any]]) -> None:
