@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,9 +11,12 @@ import numpy as np
 import pytest
 
 from reportgen.inputs.training import SnapshotSaver, default_snapshots, read_snapshots, snapshot_epoch
+from reportgen.methods.featvis import LOGITS, FeatVisSettings, visualize_model, visualize_models
 from reportgen.methods.timeline import first_epochs, image_correlations, settled_epochs, snapshot_weights
+from reportgen.model import Network
+from reportgen.model.surgery import weights_copy
 from reportgen.sections.confusion import confusion_matrix
-from tests.conftest import tiny_cnn
+from tests.conftest import tiny_cnn, tiny_dataset
 from tests.user_models import reportgen_process
 
 TRAIN_IMAGES, TEST_IMAGES = 1500, 300
@@ -190,3 +194,32 @@ def test_zoo_training_keeps_the_configured_snapshots_and_old_caches_stay(tmp_pat
                      snapshots=[2, 3])
     retrained = load_or_train(more, data, tmp_path, seed=0)  # epoch 2 is missing: trained again
     assert retrained.source == "trained" and sorted(retrained.snapshots) == [2, 3]
+
+
+def test_snapshots_rendered_together_equal_each_rendered_alone() -> None:
+    """The timeline's batched run (visualize_models over copies of the model) gives each snapshot the images and
+    numbers visualize_model gives it alone, and its lean test pass the maxima and probabilities of test_pass."""
+    model = tiny_cnn()
+    other = weights_copy(model)
+    other.set_weights([w + np.random.default_rng(k).normal(0, 0.2, w.shape).astype(w.dtype)
+                       for k, w in enumerate(model.get_weights())])
+    networks = [Network(model), Network(other)]
+    units = [{"conv_a": np.array([0, 2]), "conv_b": np.array([1, 3, 5]), LOGITS: np.arange(3)},
+             {"conv_b": np.array([5]), LOGITS: np.arange(3)}]
+    settings = FeatVisSettings(steps=8)
+    classes = dataclasses.replace(settings.for_classes(), steps=8, starts=2)
+    together = visualize_models(networks, units, settings, 3, classes)
+    for network, wanted, got in zip(networks, units, together):
+        alone = visualize_model(network, wanted, settings, 3, classes)
+        assert set(got) == set(wanted)
+        for name in wanted:
+            np.testing.assert_allclose(got[name].images, alone[name].images, atol=1e-6)
+            np.testing.assert_allclose(got[name].activation, alone[name].activation, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(together[0]["conv_b"].images[2], together[1]["conv_b"].images[0])  # own weights each
+    images = tiny_dataset().x_test
+    paths = [unit.point.path for unit in networks[1].units]
+    probabilities, maxima = networks[1].peak_pass(images, paths, batch_size=16)
+    full = networks[1].test_pass(images, paths, batch_size=16)
+    np.testing.assert_array_equal(probabilities, full.probabilities)
+    for path in paths:
+        np.testing.assert_array_equal(maxima[path], full.stats[path].max)
