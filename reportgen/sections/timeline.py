@@ -132,8 +132,9 @@ def _evaluate_all(ctx: ModelContext, epochs: list[int], followed: dict[str, np.n
                   pictures: dict[str, LayerPictures], seconds: dict[str, float]) -> list[dict[str, Any]]:
     """Everything the timeline reads of each snapshot, SNAPSHOTS_AT_ONCE snapshots at a time: each one's test
     pass, then their feature visualization in one batched run (`visualize_models`: the optimisations are traced
-    once for the group, not once per snapshot). The snapshot that is the model as reported takes its filters'
-    images from the feature-vis section, which rendered them with the same settings and starts. The time each
+    once for the group, not once per snapshot). The snapshot that is the model as reported takes its filters' and
+    classes' images from the feature-vis section, which rendered them with the same settings and starts (the
+    classes' first start). The time each
     part took is added to `seconds`."""
     wanted = {**{name: units for name, units in followed.items() if len(units)}, LOGITS: classes}
     reused = {name: units for name, units in wanted.items()
@@ -164,9 +165,13 @@ def _evaluate_all(ctx: ModelContext, epochs: list[int], followed: dict[str, np.n
 
 
 def _reported(pictures: LayerPictures, units: np.ndarray) -> FilterImages:
-    """The feature-vis section's images of `units` and the activation each reached."""
+    """The feature-vis section's images of `units` and the activation each reached (for classes: the logit and
+    the model's probability)."""
+    records = [pictures.records[u] for u in units.tolist()]
+    probability = [r["probability"] for r in records] if all("probability" in r for r in records) else None
     return FilterImages(units, np.stack([pictures.images[u] for u in units.tolist()]),
-                        np.array([pictures.records[u]["activation"] for u in units.tolist()], np.float32))
+                        np.array([r["activation"] for r in records], np.float32),
+                        probability=None if probability is None else np.array(probability))
 
 
 def _load(ctx: ModelContext, epoch: int, seconds: dict[str, float]) -> tuple[Network | None, dict[str, Any]]:

@@ -98,6 +98,9 @@ class FilterImages:
     probability: np.ndarray | None = None  # classes: the real model's probability of the class
     neuron: UnitViews | None = None  # filters asked for in `neurons`
     diversity: UnitViews | None = None  # filters asked for in `diverse`
+    # units rendered from several random starts: each one's image from its first start, with its numbers (what a
+    # render from one start gives, e.g. the timeline's, which must not pick a start per snapshot)
+    first_start: FilterImages | None = None
 
 
 def canvas_size(network: Network, probe: Probe, settings: FeatVisSettings) -> tuple[int, int]:
@@ -151,6 +154,12 @@ def visualize_model(model: keras.Model | Network, units: Mapping[str, np.ndarray
     rendered = _render(network, chunks, paths, logits, seed, len(wanted))
     results = {name: _proof(network, whole[name], name, wanted[name],
                             _best_starts(rendered[(name, CHANNEL)], len(wanted[name]))) for name in wanted}
+    for name in wanted:
+        if own_settings[name].starts > 1:
+            images, values = _joined(rendered[(name, CHANNEL)])  # attempt by attempt: the first start's come first
+            count = len(wanted[name])
+            results[name].first_start = _proof(network, whole[name], name, wanted[name],
+                                               RenderResult(images[:count], values[:count]))
     for name in layers - set(wanted):
         results[name] = FilterImages(np.zeros(0, int), np.zeros((0, 1, 1, network.image_shape[-1])), np.zeros(0))
     for name, picked in extra[NEURON].items():
