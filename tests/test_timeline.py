@@ -216,6 +216,11 @@ def test_snapshots_rendered_together_equal_each_rendered_alone() -> None:
             np.testing.assert_allclose(got[name].images, alone[name].images, atol=1e-6)
             np.testing.assert_allclose(got[name].activation, alone[name].activation, rtol=1e-5, atol=1e-6)
     assert not np.allclose(together[0]["conv_b"].images[2], together[1]["conv_b"].images[0])  # own weights each
+    # the first of several starts is what one start gives (the timeline's last snapshot reads it from the report)
+    one = visualize_model(networks[0], {LOGITS: np.arange(3)}, settings, 3, dataclasses.replace(classes, starts=1))
+    first = visualize_model(networks[0], {LOGITS: np.arange(3)}, settings, 3, classes)[LOGITS].first_start
+    np.testing.assert_allclose(first.images, one[LOGITS].images, atol=1e-5)
+    np.testing.assert_allclose(first.probability, one[LOGITS].probability, atol=1e-5)
     images = tiny_dataset().x_test
     paths = [unit.point.path for unit in networks[1].units]
     probabilities, maxima = networks[1].peak_pass(images, paths, batch_size=16)
