@@ -1,8 +1,8 @@
 """Learning over time: a model's snapshots, one at a time, and the measures of how its pictures change.
 
-The timeline loads each snapshot's weights into the model, reads it through a fresh `Network` (so no
-derived model made from other weights is reused) and calls the same engines as the report; the weights the
-model had are put back afterwards, whatever happens. The measures here are plain numpy on what those engines
+The timeline loads each snapshot's weights into the model, copies the model with them (so no derived model
+made from other weights is reused) and calls the same engines as the report; the weights the model had are put
+back afterwards, whatever happens. The measures here are plain numpy on what those engines
 return.
 """
 

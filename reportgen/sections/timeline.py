@@ -1,9 +1,10 @@
 """Learning over time: what the network had learned at each snapshot kept during training.
 
-Each snapshot's weights are loaded into the model and the report's own engines run on it: the test pass
+Each snapshot's weights are loaded into a copy of the model and the report's own engines run on it: a test pass
 (accuracy per class, confusion matrix, dead filters), feature visualization of a budgeted set of filters and
-of the classes, always from the same random starts (the build's seed), so a picture changes only because the
-model did, and the same independent judge of the class images. Its page shows the filmstrips; each filter's
+of the classes (all snapshots in one batched run), always from the same random starts (the build's seed), so a
+picture changes only because the model did, and the same independent judge of the class images. The snapshot
+that is the model as reported reuses the report's test pass and pictures. Its page shows the filmstrips; each filter's
 page shows its own (the records of the feature-vis section are handed on with it).
 """
 
