@@ -15,6 +15,8 @@ from reportgen.methods.featvis import LOGITS, FeatVisSettings, visualize_model, 
 from reportgen.methods.timeline import first_epochs, image_correlations, settled_epochs, snapshot_weights
 from reportgen.model import Network
 from reportgen.model.surgery import weights_copy
+from reportgen.sections import feature_vis
+from reportgen.sections import timeline as timeline_section
 from reportgen.sections.confusion import confusion_matrix
 from tests.conftest import tiny_cnn, tiny_dataset
 from tests.user_models import reportgen_process
@@ -228,3 +230,30 @@ def test_snapshots_rendered_together_equal_each_rendered_alone() -> None:
     np.testing.assert_array_equal(probabilities, full.probabilities)
     for path in paths:
         np.testing.assert_array_equal(maxima[path], full.stats[path].max)
+
+
+def test_a_model_keras_cannot_copy_gets_the_same_timeline(tiny_context, tmp_path: Path, monkeypatch) -> None:
+    """Snapshots rendered one at a time (a model clone_model cannot copy) give what the batched run gives, and the
+    snapshot that is the model as reported shows the feature-vis section's own pictures."""
+    ctx = tiny_context
+    ctx.quick = True
+    own = ctx.model.get_weights()
+    for epoch, scale in ((1, 0.5), (2, 1.0)):  # epoch 2 is the model as reported
+        ctx.model.set_weights([w * scale for w in own])
+        ctx.snapshots[epoch] = tmp_path / f"epoch-{epoch}.weights.h5"
+        ctx.model.save_weights(ctx.snapshots[epoch])
+    ctx.model.set_weights(own)
+    vis = feature_vis.build(ctx)
+    batched = timeline_section.build(ctx, vis.handoff).data
+    monkeypatch.setattr(timeline_section, "weights_copy", lambda model: None)
+    alone = timeline_section.build(ctx, vis.handoff).data
+    assert batched["accuracy"] == alone["accuracy"] and batched["dead_filters"] == alone["dead_filters"]
+    for key in ("judge_probability", "model_probability", "correlation_with_next"):
+        np.testing.assert_allclose([c[key] for c in batched["classes"]], [c[key] for c in alone["classes"]],
+                                   atol=1e-5)
+    assert batched["layers"] and batched["epochs"] == [1, 2]
+    for name, layer in batched["layers"].items():
+        for got, want in zip(layer["filters"], alone["layers"][name]["filters"]):
+            np.testing.assert_allclose(got["activation"], want["activation"], rtol=1e-5, atol=1e-6)
+            assert got["activation"][-1] == pytest.approx(vis.handoff[name].records[got["filter"]]["activation"])
+    assert [np.array_equal(w, v) for w, v in zip(ctx.model.get_weights(), own)] == [True] * len(own)
