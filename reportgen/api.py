@@ -35,7 +35,7 @@ def build_report(model: Any, data: Any, out: str | Path = "site", *, name: str |
                  budget: dict[str, Any] | None = None, dream_image: str | Path | None = None,
                  history: dict[str, list[float]] | None = None, description: str = "",
                  output: str | None = None, quiet: bool = False,
-                 templates: str | Path | None = None) -> Report:
+                 templates: str | Path | None = None, checkpoints: str | Path | None = None) -> Report:
     """Build the report of one trained model into the site folder `out`, as `reportgen build` does.
 
     Args:
@@ -69,6 +69,8 @@ def build_report(model: Any, data: Any, out: str | Path = "site", *, name: str |
         quiet: No progress output.
         templates: A folder of your own templates, overriding the package's file by file (see README, "Your own
             templates"), as `[build] templates` does.
+        checkpoints: A folder of the model's weights during training (ModelCheckpoint's `.keras` files or
+            `.weights.h5`, the epoch in each name), shown in "Learning over time".
 
     Returns:
         The report record, as written to `out/<name>/report.json`: a dict (a `Report`) whose `page` is the path of
@@ -86,7 +88,8 @@ def build_report(model: Any, data: Any, out: str | Path = "site", *, name: str |
         with tempfile.TemporaryDirectory(prefix="reportgen-api-") as folder:
             spec = model_spec(model, data, Path(folder), name=name, class_names=class_names,
                               input_range=input_range, preprocess=preprocess, budget=budget, dream_image=dream_image,
-                              history=history, description=description, output=output)
+                              history=history, description=description, output=output,
+                              checkpoints=checkpoints)
             options = BuildOptions(out=Path(out), cache_dir=Path(folder) / "cache", seed=seed, quick=quick,
                                    templates=None if templates is None else Path(templates).expanduser())
             (report,) = build_site([spec], options)
@@ -136,7 +139,7 @@ def model_spec(model: Any, data: Any, folder: Path, *, name: str | None = None,
                preprocess: str | dict[str, Any] | None = None,
                budget: dict[str, Any] | None = None, dream_image: str | Path | None = None,
                history: dict[str, list[float]] | None = None, description: str = "",
-               output: str | None = None) -> ModelSpec:
+               output: str | None = None, checkpoints: str | Path | None = None) -> ModelSpec:
     """The `ModelSpec` of a model and data given in Python, their files written into `folder`; the
     arguments are checked as a config file's entry is."""
     name = name if name is not None else _model_name(model)
@@ -155,7 +158,7 @@ def model_spec(model: Any, data: Any, folder: Path, *, name: str | None = None,
               "input_range": None if input_range is None else list(input_range),
               "preprocess": _plain(preprocess),
               "budget": dict(budget or {}), "dream_image": None if dream_image is None else str(dream_image),
-              "output": output}
+              "output": output, "checkpoints": None if checkpoints is None else str(checkpoints)}
     return parse_model({key: value for key, value in values.items() if value is not None}, "build_report", 0)
 
 

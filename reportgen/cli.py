@@ -50,6 +50,9 @@ def config_option(f):
 @click.option("--trust-model-code", is_flag=True,
               help="Load the model with Keras' safe mode off, so Lambda layers load: this runs Python code stored "
                    "in the model file. Only for files you trust.")
+@click.option("--checkpoints", type=click.Path(path_type=Path), metavar="DIR",
+              help="For --model-file: a folder of the files keras.callbacks.ModelCheckpoint wrote during training "
+                   "(one .keras per epoch, the epoch in the name), shown in \"Learning over time\".")
 @click.option("--dataset", help="Dataset for --model-file: mnist, fashion_mnist, cifar10, cats_vs_dogs, "
                                 "folder:PATH or npz:PATH (x_test, y_test).")
 @click.option("--name", help="Report name for --model-file (default: the file's name).")
@@ -73,8 +76,8 @@ def config_option(f):
                    "pip install \"reportgen[ray]\". Default: [build] executor in the config, else in this process.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output: only errors.")
 @click.option("--debug", is_flag=True, help="Show the full traceback of an unexpected error.")
-def build(config_path, models, model_file, output_name, imports, trust_model_code, dataset, name, out, retrain, force,
-          quick, seed, dream_image, input_range, preprocess, ray_address, quiet, debug) -> None:
+def build(config_path, models, model_file, output_name, imports, trust_model_code, checkpoints, dataset, name, out,
+          retrain, force, quick, seed, dream_image, input_range, preprocess, ray_address, quiet, debug) -> None:
     """Train or load each model, run every visualization and write the site.
 
     \b
@@ -89,7 +92,8 @@ def build(config_path, models, model_file, output_name, imports, trust_model_cod
     progress.set_quiet(quiet)
     config = load_config(config_path)
     specs = select_models(config, models, model_file, dataset, name)
-    overrides = {"dream_image": str(dream_image) if dream_image else None}
+    overrides = {"dream_image": str(dream_image) if dream_image else None,
+                 "checkpoints": str(checkpoints) if checkpoints else None}
     overrides = {key: value for key, value in overrides.items() if value is not None}
     overrides.update(input_overrides(input_range, preprocess))
     if overrides:
@@ -109,6 +113,7 @@ def build(config_path, models, model_file, output_name, imports, trust_model_cod
         gpus_per_model=config.gpus_per_model,
         granularity=config.granularity,
         batch_memory_share=config.batch_memory_share,
+        compares=config.compares,
     )
     reports = build_site(specs, options)
     for report in reports:
@@ -162,6 +167,36 @@ def select_models(config: Config, names: tuple[str, ...], model_file: Path | Non
     if not specs:
         raise ReportgenError("no models to build: add [[models]] to reportgen.toml or pass --model-file")
     return specs
+
+
+@cli.command()
+@config_option
+@click.argument("model_a", metavar="A")
+@click.argument("model_b", metavar="B")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Site folder (default: site/).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output: only errors.")
+@click.option("--debug", is_flag=True, help="Show the full traceback of an unexpected error.")
+def compare(config_path, model_a, model_b, out, quiet, debug) -> None:
+    """Compare two models of a built site on one page, linked from the index and both models' pages.
+
+    \b
+    A and B are model names; NAME@1 is that model's build before the current one (from its history/).
+    Examples:
+      reportgen compare mnist-3conv mnist-oip
+      reportgen compare mnist-3conv mnist-3conv@1     after retraining: before and now
+    """
+    from reportgen.build.compare import compare_models
+
+    progress.set_quiet(quiet)
+    config = load_config(config_path)
+    options = BuildOptions(out=out or config.resolve(config.out), cache_dir=config.resolve(config.cache_dir),
+                           seed=config.seed, templates=config.templates_folder())
+    from reportgen.build.fingerprint import using_templates
+
+    with using_templates(options.templates):
+        record = compare_models(options.out, model_a, model_b, config.models, options)
+    click.echo(f"Compare page written to {options.out / 'compare' / (record['a']['key'] + '--' + record['b']['key'])}"
+               "/index.html")
 
 
 @cli.command(name="list")

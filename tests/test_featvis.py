@@ -253,7 +253,7 @@ def test_section_marks_dead_filters_and_writes_its_pictures(tiny_context):
     assert [c["class"] for c in section.data["classes"]] == [0, 1, 2]
     for figure in section.figures:
         assert (ctx.out_dir / figure.path).is_file()
-    assert set(section.handoff) == {"conv_a", "conv_b"}
+    assert set(section.handoff) == {"conv_a", "conv_b", LOGITS}  # LOGITS: the classes' first-start images
 
 
 def test_section_counts_filters_whose_best_input_is_uniform(tiny_context):

@@ -18,7 +18,7 @@ from reportgen.build.fingerprint import file_digest, inputs_fingerprint
 from reportgen.build.render import render_model_pages
 from reportgen.inputs.config import BuildOptions, ModelSpec
 from reportgen.inputs.data import Dataset, fit_to_model, load_dataset
-from reportgen.inputs.training import TrainedModel, load_or_train, model_file_record
+from reportgen.inputs.training import TrainedModel, checkpoint_snapshots, load_or_train, model_file_record
 from reportgen.methods.budget import batch_budget, set_batch_memory_share
 from reportgen.model import Network
 from reportgen.model.files import choose_output, image_input_size, load_model_file
@@ -49,7 +49,8 @@ def build_model_report(spec: ModelSpec, options: BuildOptions, folder: Path,
     with PngWriter(background=True) as writer:  # every picture written before report.json and the pages
         ctx = ModelContext(spec=spec, network=network, data=data, out_dir=folder, history=trained.history,
                            seed=options.seed, quick=options.quick,
-                           cache_dir=None if spec.model_file else options.cache_dir, writer=writer)
+                           cache_dir=None if spec.model_file else options.cache_dir, writer=writer,
+                           snapshots=trained.snapshots)
         with progress.step(f"predicting {len(data.x_test):,} test images, with every conv channel's statistics"):
             warnings = [warning for warning in [chance_warning(ctx)] if warning]  # the pass every section reads
         for warning in warnings:
@@ -84,6 +85,8 @@ def load_model_and_data(spec: ModelSpec, options: BuildOptions) -> tuple[Trained
         data = load_dataset(spec.dataset)
         trained = load_or_train(spec, data, options.cache_dir, options.seed, options.quick, options.retrain)
         network = read_network(trained, spec)
+    if spec.checkpoints:  # the user's own snapshots replace any training kept
+        trained.snapshots = checkpoint_snapshots(spec.checkpoints)
     check_classes(network, data)
     return trained, network, data
 

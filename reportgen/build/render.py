@@ -8,6 +8,7 @@ base.html can extend "reportgen/base.html" and replace only its blocks.
 
 from __future__ import annotations
 
+import json
 import re
 import traceback
 from functools import cache
@@ -26,6 +27,7 @@ PACKAGE_PREFIX = "reportgen"  # "reportgen/base.html": the package's base.html, 
 TEMPLATE_SUFFIXES = (".html", ".md")
 
 STYLESHEET = "style.css"
+COMPARE = "compare"  # the site's folder of compare pages (build/compare.py)
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 
@@ -159,10 +161,24 @@ def render_page(folder: Path, report: dict[str, Any], section: Section, page: Pa
         render(twin, folder / (page.path.rsplit(".", 1)[0] + ".md"), **context)
 
 
+def compare_records(out: Path) -> list[dict[str, Any]]:
+    """Every compare page of the site (build/compare.py): its href from the site's root and both sides' records."""
+    records = []
+    for path in sorted((out / COMPARE).glob("*/compare.json")):
+        if path.parent.name.startswith("."):
+            continue
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        records.append({"href": f"{COMPARE}/{path.parent.name}/index.html", "a": record["a"], "b": record["b"]})
+    return records
+
+
 def render_index(out: Path, reports: list[dict[str, Any]], tmp_suffix: str) -> list[tuple[Path, Path]]:
-    """Render the site's front pages and stylesheet next to their final names;
-    returns (temporary, final) pairs for the caller to swap in."""
-    context = {"reports": reports, "site_root": "", "model_root": None}
+    """Render the site's front pages (linking the models and the compare pages) and stylesheet next to their final
+    names; returns (temporary, final) pairs for the caller to swap in."""
+    context = {"reports": reports, "site_root": "", "model_root": None, "compares": compare_records(out)}
     pairs = []
     for name in ("index.html", "index.md"):
         tmp = out / f"{name}{tmp_suffix}"

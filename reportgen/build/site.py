@@ -24,6 +24,7 @@ from reportgen.build.ownership import check_site, mark_model_folder, mark_site
 from reportgen.build.render import check_templates, render_index
 from reportgen.build.status import is_up_to_date, read_report
 from reportgen.inputs.config import BuildOptions, ModelSpec
+from reportgen.sections.changes import PICTURES_KEY
 from reportgen.util import progress
 from reportgen.util.errors import ReportgenError
 
@@ -77,6 +78,10 @@ def _write_site(specs: list[ModelSpec], options: BuildOptions, executor: Executo
     for job, report in build_models(jobs, options, executor):
         reports[job.spec.slug] = report
         write_front_pages(out)  # each finished model is on the index, styled, while the next one builds
+    if options.compares:
+        from reportgen.build.compare import build_compares
+
+        build_compares(out, specs, options)
     write_front_pages(out)
     (out / ".nojekyll").touch()
     return [reports[spec.slug] for spec in specs]
@@ -102,6 +107,8 @@ def build_models(jobs: list[ModelJob], options: BuildOptions,
     previous folder as it was, and no staging folder behind."""
     if not jobs:
         return
+    from reportgen.build.compare import link_from_model_page  # compare builds on this module
+
     own = executor is None
     executor = executor or open_executor(options.executor, options.ray_address)
     try:
@@ -116,6 +123,7 @@ def build_models(jobs: list[ModelJob], options: BuildOptions,
             keep_history(final, staging)
             mark_model_folder(staging)
             swap_in(staging, final)
+            link_from_model_page(options.out, job.spec.slug)  # the compare pages of this model, if the site has any
             yield job, report
     finally:
         if own:
@@ -214,27 +222,56 @@ def build_into_place(spec: ModelSpec, options: BuildOptions,
 
 
 def earlier_reports(folder: Path) -> list[dict[str, Any]]:
-    """The model's previous report.json and its history, newest first."""
+    """The model's previous report.json and its history, newest first. Each record whose pictures the new build
+    will have under history/ (see keep_history) names that folder, relative to the model's, in its
+    PICTURES_KEY (in memory only)."""
     paths = [folder / "report.json", *sorted((folder / HISTORY).glob("*.json"), reverse=True)]
     reports = []
     for path in paths:
         try:
-            reports.append(json.loads(path.read_text(encoding="utf-8")))
+            report = json.loads(path.read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             continue
+        kept = f"{HISTORY}/{history_stem(report)}"
+        if path.parent == folder or (folder / kept).is_dir():
+            report[PICTURES_KEY] = f"{kept}/"
+        reports.append(report)
     return reports
 
 
+def history_stem(report: dict[str, Any]) -> str:
+    """The name an earlier build's report.json (with .json) and its pictures' folder take under history/."""
+    stamp = str(report.get("build", {}).get("built_at", "unknown")).replace(":", "").replace("-", "")
+    return f"{stamp}-{report.get('inputs_fingerprint', 'x')}"
+
+
+def history_pictures(report: dict[str, Any]) -> list[str]:
+    """The pictures of a report that a later build compares with (history_pictures is what keep_history keeps):
+    the class images and every shown filter's feature visualization, as paths relative to the model's folder."""
+    featvis = next((s.get("data", {}) for s in report.get("sections", []) if s.get("id") == "feature-vis"), {})
+    paths = [c["image"] for c in featvis.get("classes", []) if c.get("image")]
+    for layer in featvis.get("layers", {}).values():
+        paths += [f["images"]["feature_vis"] for f in layer.get("filters", [])
+                  if f.get("images", {}).get("feature_vis")]
+    return [p for p in paths if isinstance(p, str) and ".." not in Path(p).parts and not Path(p).is_absolute()]
+
+
 def keep_history(old: Path, new: Path) -> None:
-    """Carry the old build's history into the new one, adding the old report.json."""
+    """Carry the old build's history into the new one, adding the old report.json and, in a folder of the same
+    name, the pictures a comparison with it shows (history_pictures)."""
     if (old / HISTORY).is_dir():
         shutil.copytree(old / HISTORY, new / HISTORY, dirs_exist_ok=True)
     previous = old / "report.json"
     if previous.is_file():
         report = json.loads(previous.read_text(encoding="utf-8"))
-        stamp = report["build"].get("built_at", "unknown").replace(":", "").replace("-", "")
+        stem = history_stem(report)
         (new / HISTORY).mkdir(exist_ok=True)
-        shutil.copy2(previous, new / HISTORY / f"{stamp}-{report.get('inputs_fingerprint', 'x')}.json")
+        shutil.copy2(previous, new / HISTORY / f"{stem}.json")
+        for rel in history_pictures(report):
+            if (old / rel).is_file():
+                target = new / HISTORY / stem / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(old / rel, target)
 
 
 def swap_in(new: Path, final: Path) -> None:

@@ -45,6 +45,8 @@ class ModelSpec:
     output: str | None = None  # the output to report on, by its layer's name, for a model with several
     imports: list[str] = field(default_factory=list)  # modules or .py files with the model's custom classes
     trust_model_code: bool = False  # load with Keras' safe mode off: Lambda layers run code stored in the file
+    snapshots: list[int] | None = None  # epochs whose weights training keeps for "Learning over time"; None: default
+    checkpoints: str | None = None  # a model file's snapshots: a folder of ModelCheckpoint files, epoch in the name
 
     @property
     def slug(self) -> str:
@@ -86,6 +88,7 @@ class Config:
     # visualization chunks spread over Ray actors (one per cpus_per_model CPUs, or per gpus_per_model GPUs)
     granularity: str = "model"
     batch_memory_share: float | None = None  # of the device's memory per gradient batch (methods.budget)
+    compares: list[tuple[str, str]] = field(default_factory=list)  # [[compare]] a = "...", b = "...": compare pages
 
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -128,6 +131,7 @@ class BuildOptions:
     gpus_per_model: float = 0.0
     granularity: str = "model"  # with Ray: "model" or "chunk" (see Config)
     batch_memory_share: float | None = None  # None: the device's default (methods.budget)
+    compares: list[tuple[str, str]] = field(default_factory=list)  # pairs of models whose compare page is built
 
 
 BUILD_KEYS = {"out": str, "cache_dir": str, "seed": int, "templates": str, "executor": str, "ray_address": str,
@@ -176,9 +180,10 @@ def load_config(path: str | Path | None = None) -> Config:
 
 
 def parse_config(raw: dict[str, Any], source: str, root: Path) -> Config:
-    unknown = set(raw) - {"build", "models"}
+    unknown = set(raw) - {"build", "models", "compare"}
     if unknown:
-        raise ReportgenError(f"{source}: unknown key {sorted(unknown)[0]!r} (expected [build] and [[models]])")
+        raise ReportgenError(f"{source}: unknown key {sorted(unknown)[0]!r} (expected [build], [[models]] and "
+                             "[[compare]])")
     build = raw.get("build", {})
     if not isinstance(build, dict):
         raise ReportgenError(f"{source}: [build] must be a table")
@@ -195,7 +200,27 @@ def parse_config(raw: dict[str, Any], source: str, root: Path) -> Config:
     for name in names:
         if names.count(name) > 1:
             raise ReportgenError(f"{source}: model name {name!r} is used twice")
-    return Config(models=models, root=root, **build)
+    compares = parse_compares(raw.get("compare", []), source)
+    for pair in compares:
+        for name in pair:
+            if name.rsplit("@", 1)[0] not in names and name not in names:
+                raise ReportgenError(f"{source}: [[compare]] names {name!r}, which is not a model of the config "
+                                     f"(known: {', '.join(names) or 'none'})")
+    return Config(models=models, root=root, compares=compares, **build)
+
+
+def parse_compares(raw: Any, source: str) -> list[tuple[str, str]]:
+    """`[[compare]]` entries: `a` and `b`, each a model's name or `NAME@N` (its N-th earlier build)."""
+    if not isinstance(raw, list):
+        raise ReportgenError(f"{source}: 'compare' must be an array of tables ([[compare]] a = \"...\", b = \"...\")")
+    pairs = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict) or set(entry) != {"a", "b"} or not all(
+                isinstance(v, str) and v.strip() for v in entry.values()):
+            raise ReportgenError(f"{source}: compare[{i}] must have exactly the keys a and b, each a model's name "
+                                 "(or NAME@1 for its build before the current one)")
+        pairs.append((entry["a"], entry["b"]))
+    return pairs
 
 
 def _check_build_value(key: str, value: Any, source: str) -> None:
@@ -266,6 +291,11 @@ def _check_field(key: str, value: Any, where: str, source: str) -> None:
         if isinstance(value, bool):
             return
         raise ReportgenError(f"{source}: 'trust_model_code' in {where} must be true or false, not {value!r}")
+    if key == "snapshots":
+        if isinstance(value, list) and value and all(_is_int(v) and v >= 1 for v in value):
+            return
+        raise ReportgenError(f"{source}: 'snapshots' in {where} must be a list of epochs (1 or more), "
+                             "e.g. [1, 2, 4, 8]")
     if key == "compare_classes":
         if isinstance(value, list) and all(_is_int(v) for v in value):
             return

@@ -188,3 +188,15 @@ def per_channel_affine(layer: keras.layers.BatchNormalization) -> tuple[np.ndarr
     beta = weights.get("beta", np.zeros(channels, np.float32))
     scale = gamma / np.sqrt(weights["moving_variance"] + layer.epsilon)
     return scale.astype(np.float32), (beta - weights["moving_mean"] * scale).astype(np.float32)
+
+
+def weights_copy(model: keras.Model) -> keras.Model | None:
+    """A copy of `model` (same layer names) whose own variables hold `model`'s current weights, so several
+    weight sets (a model's snapshots) can be run side by side; None where Keras cannot clone the model (a
+    subclassed one)."""
+    try:
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+    except Exception:  # clone_model raises several kinds for models it cannot rebuild from their config
+        return None
+    return copy

@@ -17,6 +17,7 @@ from reportgen.sections import (
     feature_vis,
     kernels,
     summary,
+    timeline,
     training_curves,
     units,
 )
@@ -50,6 +51,7 @@ SECTION_BUILDERS: list[Step] = [
     Step("mean maps per class", class_maps.build),
     Step("kernel weights", kernels.build),
     Step("feature visualization", feature_vis.build),
+    Step("learning over time", timeline.build, needs=("feature visualization",)),  # filmstrips on the unit pages
     Step("dataset examples and projections", units.build, needs=("feature visualization",)),  # shows its pictures
     Step("DeepDream", deepdream.build, needs=("feature visualization",)),
     Step("attributions", attribution.build),

@@ -10,6 +10,10 @@ import numpy as np
 from reportgen.sections.report import Section, Table
 
 PAIRS_SHOWN = 5
+FILTERS_SHOWN = 8  # per conv layer, side by side before and now
+# An earlier report's pictures folder, relative to the model's folder (history/<build>/), when its build kept
+# them: set in memory by build.site.earlier_reports, never written to report.json.
+PICTURES_KEY = "history_pictures"
 
 
 def compare_reports(before: dict[str, Any], after: dict[str, Any]) -> Section:
@@ -17,6 +21,7 @@ def compare_reports(before: dict[str, Any], after: dict[str, Any]) -> Section:
     section = Section(
         id="changes",
         title="What changed since the last build",
+        template="sections/changes",
         intro=f"Compared with the build of {before['build'].get('built_at', 'an earlier date')} "
         f"(other weights: the model was retrained or replaced).",
     )
@@ -49,7 +54,55 @@ def compare_reports(before: dict[str, Any], after: dict[str, Any]) -> Section:
                                     [[layer, ", ".join(map(str, u["died"])) or "-",
                                       ", ".join(map(str, u["came_alive"])) or "-"] for layer, u in units.items()],
                                     title="Filters that died or came alive"))
+    folder = before.get(PICTURES_KEY)
+    if folder:
+        section.data["pictures"] = side_by_side(before, after, folder)
+    else:
+        section.notes.append("The earlier build kept no pictures (builds before reportgen kept them in history/): "
+                             "only numbers are compared.")
     return section
+
+
+def side_by_side(before: dict[str, Any], after: dict[str, Any], before_folder: str,
+                 after_folder: str = "") -> dict[str, Any]:
+    """The class images and the filters both builds show, each as (before, after) picture paths with their
+    proof numbers: the judge's verdict for a class, the activation reached over the best test image's for a
+    filter. Paths are `before_folder` / `after_folder` + the path in each report."""
+    old, new = _section_data(before, "feature-vis"), _section_data(after, "feature-vis")
+    old_classes = {c["class"]: c for c in old.get("classes", [])}
+    classes = []
+    for c in new.get("classes", []):
+        b = old_classes.get(c["class"])
+        if b is None or not b.get("image"):
+            continue
+        classes.append({"class": c["class"], "name": c["name"], "before": before_folder + b["image"],
+                        "after": after_folder + c["image"], "width": c.get("width"), "height": c.get("height"),
+                        "before_recognised": b.get("independent", {}).get("recognised"),
+                        "after_recognised": c.get("independent", {}).get("recognised"),
+                        "before_probability": b.get("probability"), "after_probability": c.get("probability")})
+    layers = {}
+    for name, layer in new.get("layers", {}).items():
+        old_filters = {f["index"]: f for f in old.get("layers", {}).get(name, {}).get("filters", [])}
+        rows = []
+        for f in layer.get("filters", []):
+            b = old_filters.get(f["index"])
+            if b is None or "feature_vis" not in b.get("images", {}):
+                continue
+            rows.append({"filter": f["index"], "before": before_folder + b["images"]["feature_vis"],
+                         "after": after_folder + f["images"]["feature_vis"],
+                         "before_ratio": _ratio(b), "after_ratio": _ratio(f),
+                         "before_dead": bool(b.get("dead")), "after_dead": bool(f.get("dead"))})
+            if len(rows) == FILTERS_SHOWN:
+                break
+        if rows:
+            layers[name] = rows
+    return {"classes": classes, "layers": layers}
+
+
+def _ratio(record: dict[str, Any]) -> float | None:
+    """A filter image's mean activation over the best test image's (at least 1: the picture beats the data)."""
+    reference = record.get("dataset_max") or 0
+    return record["activation"] / reference if reference > 0 and "activation" in record else None
 
 
 def _section_data(report: dict[str, Any], section_id: str) -> dict[str, Any]:

@@ -35,6 +35,7 @@ class ModelContext:
     quick: bool = False
     cache_dir: Path | None = None  # where what depends only on the data (the class images' judge) is kept; None: not
     writer: PngWriter = field(default_factory=PngWriter)  # the build's is a background one (see PngWriter)
+    snapshots: dict[int, Path] = field(default_factory=dict)  # epoch -> weights file kept in training (timeline)
 
     @property
     def model(self) -> keras.Model:

@@ -33,7 +33,8 @@ UNIFORM_SPREAD, UNIFORM_SHARE = 0.25, 0.05
 
 
 def build(ctx: ModelContext) -> Section | None:
-    """The section; its `handoff` is each conv layer's LayerPictures."""
+    """The section; its `handoff` is each conv layer's LayerPictures, and under LOGITS the class images from
+    each class's first random start (their records: the logit reached and the model's probability)."""
     convs = ctx.plan.layers
     settings = FeatVisSettings.from_config(ctx.spec.feature_vis)
     settings = settings.quick() if ctx.quick else settings
@@ -83,6 +84,12 @@ def build(ctx: ModelContext) -> Section | None:
     else:
         section.notes.append("The model has no conv layer: only class images are shown.")
     _classes(ctx, section, results[LOGITS], class_settings, margin)
+    # the class images from each class's first random start, which the timeline's last snapshot shows
+    first = results[LOGITS].first_start or results[LOGITS]
+    section.handoff[LOGITS] = LayerPictures(
+        dict(zip(first.units.tolist(), first.images)), {},
+        {int(c): {"activation": a, "probability": p}  # numpy scalars: the timeline's numbers keep their type
+         for c, a, p in zip(first.units, first.activation, first.probability)})
     section.data["settings"] = {key: getattr(settings, key) for key in SETTINGS_SHOWN}
     return section
 

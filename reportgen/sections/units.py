@@ -232,6 +232,7 @@ def _pages(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, pictures: Laye
             "layer": info, "unit": u, "dead": bool(ex.dead[u]), "stats": stats, "examples": examples,
             "views": views, "view_size": magnified(*pictures.canvas) if views and pictures else None,
             "diversity": record.get("diversity") if record else None,
+            "timeline": record.get("timeline") if record else None,
             "diverse_images": len(record["images"].get("diversity", [])) if record else 0,
             "alike_similarity": ALIKE_SIMILARITY, "same_picture": SAME_PICTURE,
             "neuron": bool(record and "neuron" in record["images"]),

@@ -14,7 +14,7 @@ optionally multi-scale).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import combinations, groupby
@@ -55,7 +55,7 @@ __all__ = [
     "ALIKE_SIMILARITY", "CLASS_PRESET", "DIVERSITY_IMAGES", "LOGITS", "SAME_PICTURE", "FeatVisSettings", "FilterImages",
     "Objective", "RenderResult", "Renderer", "UnitViews", "canvas_size", "channel", "class_logit", "class_margin",
     "diversity", "gram_similarity", "layer_mean", "least_pixel_difference", "mean_logit", "neuron", "render_units",
-    "unit_part", "visualize_classes", "visualize_filters", "visualize_model",
+    "unit_part", "visualize_classes", "visualize_filters", "visualize_model", "visualize_models",
 ]
 
 DIVERSITY_IMAGES = 4  # images of one unit rendered together with the diversity term (Lucid's batch of 4)
@@ -101,6 +101,9 @@ class FilterImages:
     probability: np.ndarray | None = None  # classes: the real model's probability of the class
     neuron: UnitViews | None = None  # filters asked for in `neurons`
     diversity: UnitViews | None = None  # filters asked for in `diverse`
+    # units rendered from several random starts: each one's image from its first start, with its numbers (what a
+    # render from one start gives, e.g. the timeline's, which must not pick a start per snapshot)
+    first_start: FilterImages | None = None
 
 
 def canvas_size(network: Network, probe: Probe, settings: FeatVisSettings) -> tuple[int, int]:
@@ -154,6 +157,12 @@ def visualize_model(model: keras.Model | Network, units: Mapping[str, np.ndarray
     rendered = _render(network, chunks, paths, logits, seed, len(wanted))
     results = {name: _proof(network, whole[name], name, wanted[name],
                             _best_starts(rendered[(name, CHANNEL)], len(wanted[name]))) for name in wanted}
+    for name in wanted:
+        if own_settings[name].starts > 1:
+            images, values = _joined(rendered[(name, CHANNEL)])  # attempt by attempt: the first start's come first
+            count = len(wanted[name])
+            results[name].first_start = _proof(network, whole[name], name, wanted[name],
+                                               RenderResult(images[:count], values[:count]))
     for name in layers - set(wanted):
         results[name] = FilterImages(np.zeros(0, int), np.zeros((0, 1, 1, network.image_shape[-1])), np.zeros(0))
     for name, picked in extra[NEURON].items():
@@ -164,6 +173,61 @@ def visualize_model(model: keras.Model | Network, units: Mapping[str, np.ndarray
         results[name].diversity = _diverse_views(whole[name], name, picked, images)
     return results
 
+
+def visualize_models(networks: Sequence[Network], units: Sequence[Mapping[str, np.ndarray]],
+                     settings: FeatVisSettings | None = None, seed: int = 0,
+                     class_settings: FeatVisSettings | None = None) -> list[dict[str, FilterImages]]:
+    """`visualize_model` for several networks of one architecture (e.g. a model's snapshots, each its own copy),
+    in the optimisations of one: their units side by side in one batch. A slot's image depends only on its own
+    network, start and the shared transforms, so each network's images are the ones `visualize_model` gives it
+    alone (the timeline's tests compare them); the optimisations are traced once for all networks, not once each.
+
+    Args:
+        networks: the networks.
+        units: per network, layer path (or LOGITS) -> the units to render; a layer path names a layer of the same
+            width in every network that has it.
+        settings: the optimisation; default `FeatVisSettings()`.
+        seed: random starts and transforms.
+        class_settings: the classes' optimisation; default `settings`.
+
+    Returns:
+        Per network, in order: layer path (or LOGITS) -> the images and their numbers.
+    """
+    settings = settings or FeatVisSettings()
+    wanted = [{name: np.asarray(chosen) for name, chosen in own.items() if len(chosen)} for own in units]
+    own_settings = {name: class_settings if name == LOGITS and class_settings else settings
+                    for own in wanted for name in own}
+    logits = [logit_probe(network) if LOGITS in own else None for network, own in zip(networks, wanted)]
+    paths = [{name: layer_path(network, name) for name in own if name != LOGITS}
+             for network, own in zip(networks, wanted)]
+    whole = [{name: layer_probe(network, name, path=path[name]) if name in path else probe for name in own}
+             for network, own, path, probe in zip(networks, wanted, paths, logits)]
+    groups: dict[tuple[tuple[int, int], FeatVisSettings], list[tuple[int, Item]]] = {}
+    for name, own in own_settings.items():
+        k = next(k for k, chosen in enumerate(wanted) if name in chosen)
+        groups.setdefault((canvas_size(networks[k], whole[k][name], own), own), []).extend(
+            (k, (name, CHANNEL, int(unit), attempt))
+            for attempt in range(own.starts) for k, chosen in enumerate(wanted) for unit in chosen.get(name, ()))
+    rendered: dict[tuple[int, str], list[tuple[RenderResult, np.ndarray]]] = {}
+    for (size, own), items in groups.items():
+        per_chunk = max(1, min(own.chunk_size, batch_rows((*size, networks[0].image_shape[-1]),
+                                                          max(n.activation_values(size) for n in networks))))
+        for start in range(0, len(items), per_chunk):
+            chunk = items[start : start + per_chunk]
+            runs = [(key, len(list(run))) for key, run in groupby(chunk, key=lambda item: (item[0], item[1][0]))]
+            parts = [_part(networks[k], name, CHANNEL, count, own, paths[k].get(name), logits[k])
+                     for (k, name), count in runs]
+            probe, objective = stack(parts)
+            result = render_units(probe, objective, size, own, [part.slots for part in parts],
+                                  np.array([item[2] for _, item in chunk]), seed,
+                                  np.array([item[3] for _, item in chunk]))
+            totals = result.values - penalties(own, result.images) if own.starts > 1 else result.values
+            offsets = np.cumsum([0] + [count for _, count in runs])
+            for (key, _), a, b in zip(runs, offsets[:-1], offsets[1:]):
+                rendered.setdefault(key, []).append((RenderResult(result.images[a:b], result.values[a:b]), totals[a:b]))
+    return [{name: _proof(network, whole[k][name], name, chosen,
+                          _best_starts(rendered[(k, name)], len(chosen))) for name, chosen in wanted[k].items()}
+            for k, network in enumerate(networks)]
 
 
 def _optimisations(network: Network, kinds: dict[str, dict[str, np.ndarray]], whole: dict[str, Probe],
