@@ -13,9 +13,9 @@ from reportgen.methods.featvis import DIVERSITY_IMAGES, LOGITS, FeatVisSettings,
 from reportgen.methods.resemblance import central_crops
 from reportgen.sections.context import ModelContext
 from reportgen.sections.report import Figure, Section, Table
-from reportgen.sections.units import LayerPictures, gallery_tile, paged_units, save_unit_png
+from reportgen.sections.units import LayerPictures, gallery_tile, paged_units, picture_size, save_unit_png
 from reportgen.util import progress
-from reportgen.util.imaging import as_rgb, magnified, resize_nearest, tile_grid, tile_size
+from reportgen.util.imaging import as_rgb, resize_nearest, tile_grid, tile_size
 from reportgen.util.slugs import slugify
 
 DEAD_TINT = np.array([0.85, 0.15, 0.15], np.float32)
@@ -31,6 +31,7 @@ CLASS_SLOTS = 40  # the preset's starts are cut so the class images take at most
 # 0.02 missed black images with a few white specks (fashion-2conv conv1 filters 52 and 57).
 UNIFORM_SPREAD, UNIFORM_SHARE = 0.25, 0.05
 PHOTO_TILE = 128  # a colour model's pictures are shown at least this large (class grid; unit pages: units.py)
+PHOTO_CANVAS = 224  # the largest canvas photo_canvas gives
 PHOTO_SAMPLE = 256  # test images whose spectral slopes give the photos' median (naturalness.spectral_slope)
 
 
@@ -38,7 +39,7 @@ def build(ctx: ModelContext) -> Section | None:
     """The section; its `handoff` is each conv layer's LayerPictures."""
     convs = ctx.plan.layers
     settings = FeatVisSettings.from_config(ctx.spec.feature_vis)
-    settings = settings.quick() if ctx.quick else settings
+    settings = photo_canvas(ctx, settings.quick() if ctx.quick else settings)
     section = Section(
         id="feature-vis",
         title="Feature visualization",
@@ -90,6 +91,16 @@ def build(ctx: ModelContext) -> Section | None:
         _naturalness_summary(section, slopes)
     section.data["settings"] = {key: getattr(settings, key) for key in SETTINGS_SHOWN}
     return section
+
+
+def photo_canvas(ctx: ModelContext, settings: FeatVisSettings) -> FeatVisSettings:
+    """A colour model of fixed input size is optimised on a canvas of its input size (at most PHOTO_CANVAS px a
+    side), also in --quick, unless the config sets `max_size`: its units see textures and parts at the scale of its
+    photos, which a 48-px canvas (the default cap for layers that take any size) cuts to a few receptive fields."""
+    height, width, channels = ctx.network.image_shape
+    if channels != 3 or height is None or width is None or "max_size" in ctx.spec.feature_vis:
+        return settings
+    return dataclasses.replace(settings, max_size=max(settings.max_size, min(max(height, width), PHOTO_CANVAS)))
 
 
 def canvas_notes(ctx: ModelContext, settings: FeatVisSettings) -> list[str]:
@@ -230,7 +241,8 @@ def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
            f"{photos:+.2f}, white noise 0).")
         + " Each tile opens the filter's page.",
         alt=f"Optimised input pattern of every filter of layer {name}",
-        numbers=numbers, tiles=gallery, tile_size=magnified(*result.images.shape[1:3]),
+        numbers=numbers, tiles=gallery,
+        tile_size=picture_size(*result.images.shape[1:3], colour=result.images.shape[-1] == 3),
     ))
     section.data["layers"][name] = {**numbers, "filters": records}
     section.tables.append(Table(
