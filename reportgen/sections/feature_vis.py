@@ -19,7 +19,8 @@ from reportgen.util.imaging import as_rgb, resize_nearest, tile_grid, tile_size
 from reportgen.util.slugs import slugify
 
 DEAD_TINT = np.array([0.85, 0.15, 0.15], np.float32)
-SETTINGS_SHOWN = ("steps", "param", "warmup_steps", "leak", "zoom", "degrees", "scales", "total_variation", "l2")
+SETTINGS_SHOWN = ("steps", "param", "warmup_steps", "leak", "zoom", "degrees", "scales", "total_variation", "l2",
+                  "max_size", "color_correlation")
 GRID_BACKGROUND = 0.6  # grey, so all-white and all-black patterns both show their edges
 CLASS_IMAGE_SIDE = 112  # each class's own PNG is magnified by a whole factor to about this many pixels (28 px: x4)
 # l2 as used: the preset's per-margin weight times the typical margin, which is stored beside it

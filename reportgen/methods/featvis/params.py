@@ -22,6 +22,23 @@ COLOR_CORRELATION = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0
 COLOR_CORRELATION /= np.max(np.linalg.norm(COLOR_CORRELATION, axis=0))
 
 
+def colour_correlation(images: np.ndarray, sample: int = 200_000) -> tuple[tuple[float, ...], ...]:
+    """The square root of a dataset's own RGB covariance, scaled as Lucid scales ImageNet's (largest column norm
+    1): what `FFTParam` multiplies its decorrelated channels by, so an image's colours vary together as the model's
+    photos do rather than as ImageNet's. Returned as nested tuples, so settings holding it stay hashable.
+
+    Args:
+        images: (N, H, W, 3) in [0, 1].
+        sample: at most this many pixels are read (evenly spaced).
+    """
+    pixels = np.asarray(images, np.float64).reshape(-1, 3)
+    pixels = pixels[:: max(1, len(pixels) // sample)]
+    values, vectors = np.linalg.eigh(np.cov(pixels, rowvar=False))
+    root = vectors @ np.diag(np.sqrt(np.clip(values, 1e-12, None))) @ vectors.T
+    root /= np.max(np.linalg.norm(root, axis=0))
+    return tuple(tuple(round(float(v), 5) for v in row) for row in root)
+
+
 def to_unit_range(x: tf.Tensor) -> tf.Tensor:
     """Sigmoid stretched by 10% and clipped to [0, 1]. The clip is a relu6 on six times the value:
     one elementwise op forward and back, where clip_by_value's gradient takes four (5% of a colour
@@ -100,8 +117,11 @@ class FFTParam(Parameterization):
     # conv4 reaches the dataset max for 77% of its live filters at 0.1, 90% at 0.3, and 87% at 1.0.
     learning_rate = 0.3
 
-    def __init__(self, height: int, width: int, channels: int, decay: float = 1.0) -> None:
+    def __init__(self, height: int, width: int, channels: int, decay: float = 1.0,
+                 correlation: np.ndarray | None = None) -> None:
         super().__init__(height, width, channels)
+        # decorrelated channels -> RGB: the data's own (colour_correlation) or Lucid's ImageNet one
+        self.correlation = np.asarray(COLOR_CORRELATION if correlation is None else correlation, np.float32)
         fy = np.fft.fftfreq(height)[:, None]
         fx = np.fft.rfftfreq(width)[None, :]
         frequencies = np.sqrt(fx**2 + fy**2)
@@ -118,22 +138,24 @@ class FFTParam(Parameterization):
         image = tf.signal.irfft2d(spectrum, fft_length=[self.height, self.width])  # (B, C, H, W)
         image = tf.transpose(image, [0, 2, 3, 1]) / 4.0
         if self.channels == 3:
-            image = tf.tensordot(image, tf.constant(COLOR_CORRELATION.T), axes=1)
+            image = tf.tensordot(image, tf.constant(self.correlation.T), axes=1)
         return to_unit_range(image)
 
     def from_image(self, images: np.ndarray) -> np.ndarray:
         image = from_unit_range(images)
         if self.channels == 3:
-            image = tf.tensordot(image, tf.constant(np.linalg.inv(COLOR_CORRELATION.T)), axes=1)
+            image = tf.tensordot(image, tf.constant(np.linalg.inv(self.correlation.T)), axes=1)
         spectrum = tf.signal.rfft2d(tf.transpose(image * 4.0, [0, 3, 1, 2])) / self.scale
         return tf.stack([tf.math.real(spectrum), tf.math.imag(spectrum)], axis=-1).numpy()
 
 
-def make_param(kind: str, height: int, width: int, channels: int) -> Parameterization:
+def make_param(kind: str, height: int, width: int, channels: int,
+               correlation: tuple[tuple[float, ...], ...] | None = None) -> Parameterization:
     """`kind` is "fft", "pixel", "smooth", "auto" or "auto-smooth". "auto": decorrelated FFT for colour
     (smoother patterns, and more cats-vs-dogs filters reach the dataset max than with pixels), pixels for
     grayscale (on fashion-2conv's first layer pixels reach 67% of filters, FFT 41%). "auto-smooth" (class
-    images): FFT for colour, smoothed pixels for grayscale."""
+    images): FFT for colour, smoothed pixels for grayscale. `correlation`: the FFT's colour correlation (the
+    data's own, `colour_correlation`); None: ImageNet's."""
     if kind == "auto":
         kind = "fft" if channels == 3 else "pixel"
     if kind == "auto-smooth":
@@ -141,7 +163,7 @@ def make_param(kind: str, height: int, width: int, channels: int) -> Parameteriz
     if kind == "smooth":
         return SmoothPixelParam(height, width, channels)
     if kind == "fft":
-        return FFTParam(height, width, channels)
+        return FFTParam(height, width, channels, correlation=None if correlation is None else np.array(correlation))
     if kind == "pixel":
         return PixelParam(height, width, channels)
     raise ValueError(f"unknown parameterization {kind!r} (fft, pixel, smooth, auto or auto-smooth)")
