@@ -9,7 +9,9 @@ each variant of the recipe, and prints per variant the median spectral slope of 
 test photos' (reportgen.methods.naturalness), the share of live filters whose image reaches the best test
 image's mean activation, and the time. Variants: the old 48-px canvas; the model's input-size canvas; the data's
 own colour decorrelation instead of ImageNet's; Lucid-like transformation robustness (zoom +-5%, turn +-5 deg);
-twice the steps.
+twice the steps; a steeper fixed spectrum scaling of the FFT parameterisation (1/f^1.5, 1/f^2: a magnitude
+pushed toward a photo's, a cheap stand-in for MaCo); MaCo itself (the photos' own Fourier magnitude fixed,
+only the phase optimised).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from reportgen.inputs.config import load_config
 from reportgen.inputs.data import load_dataset
 from reportgen.inputs.training import load_or_train
 from reportgen.methods.featvis import FeatVisSettings, visualize_model
-from reportgen.methods.featvis.params import colour_correlation
+from reportgen.methods.featvis.params import colour_correlation, fourier_profile
 from reportgen.methods.naturalness import median_slope, spectral_slope
 from reportgen.model import Network
 
@@ -40,11 +42,15 @@ def variants(side: int, data: np.ndarray, steps: int) -> dict[str, FeatVisSettin
     own = dataclasses.replace(canvas, color_correlation=colour_correlation(data))
     return {"48-px canvas (before)": base, "model's canvas": canvas, "+ data's colours": own,
             "+ zoom/turn 5%/5deg": dataclasses.replace(own, zoom=0.05, degrees=5.0),
-            "+ 2x steps": dataclasses.replace(own, steps=2 * steps)}
+            "+ 2x steps": dataclasses.replace(own, steps=2 * steps),
+            "canvas + 1/f^1.5 spectrum": dataclasses.replace(canvas, fft_decay=1.5),
+            "canvas + 1/f^2 spectrum": dataclasses.replace(canvas, fft_decay=2.0),
+            "canvas + MaCo (photos' magnitude)": dataclasses.replace(canvas, param="maco",
+                                                                      fourier_profile=fourier_profile(data))}
 
 
 def measure(name: str, network: Network, x_test: np.ndarray, x_train: np.ndarray, layers: list[str],
-            filters: int, steps: int) -> None:
+            filters: int, steps: int, only: str = "") -> None:
     stats = network.test_pass(x_test, [network.unit(layer).point.path for layer in layers]).stats
     photos = median_slope(spectral_slope(x_test[:256]))
     chosen, means = {}, {}
@@ -58,6 +64,8 @@ def measure(name: str, network: Network, x_test: np.ndarray, x_train: np.ndarray
     print(f"{'variant':28s} {'canvas':>7s} {'slope':>6s} {'gap':>6s} {'reach':>6s} {'time':>6s}")
     side = max(network.image_shape[:2])
     for label, settings in variants(side, x_train[:500], steps).items():
+        if only and label not in only.split(","):
+            continue
         start = time.perf_counter()
         results = visualize_model(network, chosen, settings, seed=0)
         seconds = time.perf_counter() - start
@@ -74,6 +82,7 @@ def main() -> None:
     parser.add_argument("--filters", type=int, default=16, help="most active live filters per layer")
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--models", default="seed,transfer")
+    parser.add_argument("--variants", default="", help="comma-separated variant names to run (default: all)")
     args = parser.parse_args()
     models = args.models.split(",")
     if "seed" in models:
@@ -83,7 +92,7 @@ def main() -> None:
         model = load_or_train(spec, data, config.resolve(config.cache_dir), config.seed).model
         network = Network(model)
         measure("cats-vs-dogs seed model", network, data.x_test, data.x_train,
-                [unit.path for unit in network.units], args.filters, args.steps)
+                [unit.path for unit in network.units], args.filters, args.steps, args.variants)
     if "transfer" in models:
         from photo_models import TRANSFER_SIDE, transfer_model
 
@@ -96,7 +105,7 @@ def main() -> None:
         paths = [unit.path for unit in network.units]
         layers = [paths[i] for i in np.linspace(0, len(paths) - 1, 4).round().astype(int)]
         measure("transfer model (ImageNet MobileNetV2, frozen)", network, data.x_test, data.x_train, layers,
-                args.filters, args.steps)
+                args.filters, args.steps, args.variants)
 
 
 if __name__ == "__main__":
