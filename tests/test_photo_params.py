@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from reportgen.methods.featvis.params import COLOR_CORRELATION, FFTParam, colour_correlation, make_param
+from reportgen.methods.featvis.params import (
+    COLOR_CORRELATION,
+    FFTParam,
+    colour_correlation,
+    fourier_profile,
+    make_param,
+)
 
 
 def test_the_data_colour_root_squares_to_the_data_covariance_up_to_scale():
@@ -29,3 +35,20 @@ def test_the_fft_image_uses_the_given_colours_and_inverts():
     images = param.to_image(tf.constant(start)).numpy()
     again = param.to_image(tf.constant(param.from_image(images))).numpy()
     assert again == pytest.approx(images, abs=2e-3)
+
+
+def test_the_magnitude_constrained_images_have_the_photos_slope_whatever_their_phase():
+    """MaCo: the photos' Fourier magnitude is fixed, so any phase gives a photo's slope (power law fields here)."""
+    from test_naturalness import power_law_field
+
+    from reportgen.methods.naturalness import median_slope, spectral_slope
+
+    rng = np.random.default_rng(2)
+    photos = np.stack([power_law_field(3.0, 64, rng) for _ in range(20)])[..., None].repeat(3, -1) * 0.5 + 0.25
+    param = make_param("maco", 64, 64, 3, profile=fourier_profile(photos))
+    for seed in range(2):
+        images = param.to_image(tf.constant(param.init(6, np.random.default_rng(seed)))).numpy()
+        assert median_slope(spectral_slope(images)) == pytest.approx(median_slope(spectral_slope(photos)), abs=0.3)
+        assert images.mean() == pytest.approx(photos.mean(), abs=0.05)
+    with pytest.raises(ValueError):
+        make_param("maco", 64, 64, 3)
