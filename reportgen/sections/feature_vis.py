@@ -20,7 +20,7 @@ from reportgen.util.slugs import slugify
 
 DEAD_TINT = np.array([0.85, 0.15, 0.15], np.float32)
 SETTINGS_SHOWN = ("steps", "param", "warmup_steps", "leak", "zoom", "degrees", "scales", "total_variation", "l2",
-                  "max_size", "color_correlation")
+                  "max_size", "fft_decay")
 GRID_BACKGROUND = 0.6  # grey, so all-white and all-black patterns both show their edges
 CLASS_IMAGE_SIDE = 112  # each class's own PNG is magnified by a whole factor to about this many pixels (28 px: x4)
 # l2 as used: the preset's per-margin weight times the typical margin, which is stored beside it
@@ -33,6 +33,7 @@ CLASS_SLOTS = 40  # the preset's starts are cut so the class images take at most
 UNIFORM_SPREAD, UNIFORM_SHARE = 0.25, 0.05
 PHOTO_TILE = 128  # a colour model's pictures are shown at least this large (class grid; unit pages: units.py)
 PHOTO_CANVAS = 224  # the largest canvas photo_canvas gives
+PHOTO_FFT_DECAY = 1.5  # photo models' FFT spectrum scaling (params.FFTParam): see photo_canvas
 PHOTO_SAMPLE = 256  # test images whose spectral slopes give the photos' median (naturalness.spectral_slope)
 
 
@@ -95,13 +96,20 @@ def build(ctx: ModelContext) -> Section | None:
 
 
 def photo_canvas(ctx: ModelContext, settings: FeatVisSettings) -> FeatVisSettings:
-    """A colour model of fixed input size is optimised on a canvas of its input size (at most PHOTO_CANVAS px a
-    side), also in --quick, unless the config sets `max_size`: its units see textures and parts at the scale of its
-    photos, which a 48-px canvas (the default cap for layers that take any size) cuts to a few receptive fields."""
+    """A colour model of fixed input size: its pictures are optimised on a canvas of its input size (at most
+    PHOTO_CANVAS px a side), also in --quick, with the FFT spectrum scaled 1/f^PHOTO_FFT_DECAY; keys the config sets
+    (`max_size`, `fft_decay`) win. Its units see textures and parts at the scale of its photos, which a 48-px canvas
+    (the default cap for layers that take any size) cuts to a few receptive fields; and Lucid's 1/f scaling leaves
+    the images flatter than photos (median slope -1.8 against the photos' -2.65 on the transfer model of
+    bench/photos.py, 1/f^1.5: -2.3 with every live filter still reaching the dataset max; README)."""
     height, width, channels = ctx.network.image_shape
-    if channels != 3 or height is None or width is None or "max_size" in ctx.spec.feature_vis:
+    if channels != 3 or height is None or width is None:
         return settings
-    return dataclasses.replace(settings, max_size=max(settings.max_size, min(max(height, width), PHOTO_CANVAS)))
+    chosen = ctx.spec.feature_vis
+    changes = {} if "fft_decay" in chosen else {"fft_decay": PHOTO_FFT_DECAY}
+    if "max_size" not in chosen:
+        changes["max_size"] = max(settings.max_size, min(max(height, width), PHOTO_CANVAS))
+    return dataclasses.replace(settings, **changes)
 
 
 def canvas_notes(ctx: ModelContext, settings: FeatVisSettings) -> list[str]:
@@ -445,6 +453,8 @@ def _recipe(settings: FeatVisSettings) -> str:
     if settings.degrees > 0:
         transforms.append(f"rotation by up to {settings.degrees:g}°")
     words = [f"{settings.steps} steps", " and ".join(transforms) + " at every step"]
+    if settings.fft_decay != 1.0 and settings.param in ("auto", "fft"):
+        words.append(f"colour images as a Fourier spectrum scaled 1/f^{settings.fft_decay:g}")
     if len(settings.scales) > 1:
         words.append("coarse to fine over scales " + ", ".join(f"{scale:g}" for scale in settings.scales))
     return "; ".join(words)
