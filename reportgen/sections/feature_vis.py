@@ -34,6 +34,9 @@ UNIFORM_SPREAD, UNIFORM_SHARE = 0.25, 0.05
 PHOTO_TILE = 128  # a colour model's pictures are shown at least this large (class grid; unit pages: units.py)
 PHOTO_CANVAS = 224  # the largest canvas photo_canvas gives
 PHOTO_FFT_DECAY = 1.5  # photo models' FFT spectrum scaling (params.FFTParam): see photo_canvas
+# Then each filter is rendered again with steeper spectra, and keeps the steepest whose image still reaches the best
+# test image's mean activation (see _steepest_reaching and the README's photo-model figures).
+PHOTO_LADDER = (2.0, 2.5)
 PHOTO_SAMPLE = 256  # test images whose spectral slopes give the photos' median (naturalness.spectral_slope)
 
 
@@ -75,6 +78,15 @@ def build(ctx: ModelContext) -> Section | None:
                                 "diverse_images": DIVERSITY_IMAGES, "picture_work": ctx.plan.budget.picture_work}
     results = visualize_model(ctx.network, {**units, LOGITS: None}, settings, ctx.seed, class_settings,
                               neurons=neurons, diverse=diverse)
+    spectra = _steepest_reaching(ctx, settings, units, results)
+    if spectra:
+        section.notes.append(
+            f"Colour photos: each filter's image was optimised on the model's "
+            f"{ctx.network.canvas(settings.max_size)[0]} px canvas with its Fourier spectrum scaled "
+            f"1/f^{settings.fft_decay:g}, then again with 1/f^"
+            + " and 1/f^".join(f"{d:g}" for d in PHOTO_LADDER) + "; the steepest spectrum whose image still reaches "
+            "the best test image's mean activation is kept (closer to a photo's spread of detail over scales). "
+            "Each filter's choice is in report.json (spectrum_decay).")
     section.handoff = {}
     slopes = _photo_slopes(ctx, results)
     if convs:
@@ -82,7 +94,8 @@ def build(ctx: ModelContext) -> Section | None:
         for name in convs:
             stats = ctx.conv_stats[name]
             section.handoff[name] = _layer(ctx, section, name, results[name], stats.mean.max(axis=0),
-                                           stats.max.max(axis=0), paged.get(name, np.zeros(0, int)), slopes)
+                                           stats.max.max(axis=0), paged.get(name, np.zeros(0, int)), slopes,
+                                           spectra.get(name))
         live = [f for layer in section.data["layers"].values() for f in layer["filters"] if not f["dead"]]
         share = float(np.mean([f["reached"] for f in live])) if live else None
         section.data["live_filters_reaching_dataset_max"] = share
@@ -110,6 +123,28 @@ def photo_canvas(ctx: ModelContext, settings: FeatVisSettings) -> FeatVisSetting
     if "max_size" not in chosen:
         changes["max_size"] = max(settings.max_size, min(max(height, width), PHOTO_CANVAS))
     return dataclasses.replace(settings, **changes)
+
+
+def _steepest_reaching(ctx: ModelContext, settings: FeatVisSettings, units: dict[str, np.ndarray],
+                       results: dict[str, FilterImages]) -> dict[str, np.ndarray]:
+    """For a photo model (photo_canvas chose its spectrum): each filter rendered again with every spectrum of
+    PHOTO_LADDER, keeping the steepest whose image reaches the best test image's mean activation; `results` are
+    changed in place. A model's filters differ in how much fine detail they need to respond: with one spectrum for
+    all, 1/f^1.5 left the seed model's images at slope -1.5 (photos -2.8) while 1/f^2 let half of the transfer
+    model's filters fall short of the dataset max. Returns each layer's (N,) spectrum exponent per filter."""
+    if "fft_decay" in ctx.spec.feature_vis or settings.fft_decay != PHOTO_FFT_DECAY or not units:
+        return {}
+    spectra = {name: np.full(len(results[name].units), settings.fft_decay) for name in units}
+    for decay in PHOTO_LADDER:
+        steeper = visualize_model(ctx.network, units, dataclasses.replace(settings, fft_decay=decay), ctx.seed)
+        for name in units:
+            mine, other = results[name], steeper[name]
+            better = other.activation >= ctx.conv_stats[name].mean.max(axis=0)[mine.units]
+            mine.images[better], mine.activation[better] = other.images[better], other.activation[better]
+            if mine.peak is not None and other.peak is not None:
+                mine.peak[better] = other.peak[better]
+            spectra[name][better] = decay
+    return spectra
 
 
 def canvas_notes(ctx: ModelContext, settings: FeatVisSettings) -> list[str]:
@@ -204,7 +239,7 @@ def _slope_text(value: float | None) -> str:
 
 def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
            dataset_mean: np.ndarray, dataset_peak: np.ndarray, paged: np.ndarray,
-           photos: float | None = None) -> LayerPictures:
+           photos: float | None = None, spectra: np.ndarray | None = None) -> LayerPictures:
     filters, units = len(dataset_mean), result.units
     dead = dataset_peak[units] <= 0
     reached = result.activation >= dataset_mean[units]
@@ -235,6 +270,10 @@ def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
         numbers["photos_median_spectral_slope"] = photos
     records, gallery = _unit_files(ctx, name, result, neurons, fields, dataset_mean, dataset_peak, reached, dead,
                                    uniform, paged, slopes, photos)
+    if spectra is not None:
+        for record, decay in zip(records, spectra.tolist()):
+            record["spectrum_decay"] = decay
+        numbers["filters_per_spectrum"] = {f"1/f^{d:g}": int(np.sum(spectra == d)) for d in np.unique(spectra)}
     section.figures.append(Figure(
         ctx.save_png(f"featvis-{name}", tile_grid(tiles, background=GRID_BACKGROUND)),
         title=name,
