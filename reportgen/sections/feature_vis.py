@@ -37,6 +37,7 @@ PHOTO_FFT_DECAY = 1.5  # photo models' FFT spectrum scaling (params.FFTParam): s
 # Then each filter is rendered again with steeper spectra, and keeps the steepest whose image still reaches the best
 # test image's mean activation (see _steepest_reaching and the README's photo-model figures).
 PHOTO_LADDER = (2.0, 2.5)
+PHOTO_FALLBACK = 1.0  # Lucid's spectrum, for the filters that fall short with PHOTO_FFT_DECAY
 PHOTO_SAMPLE = 256  # test images whose spectral slopes give the photos' median (naturalness.spectral_slope)
 
 
@@ -84,8 +85,9 @@ def build(ctx: ModelContext) -> Section | None:
             f"Colour photos: each filter's image was optimised on the model's "
             f"{ctx.network.canvas(settings.max_size)[0]} px canvas with its Fourier spectrum scaled "
             f"1/f^{settings.fft_decay:g}, then again with 1/f^"
-            + " and 1/f^".join(f"{d:g}" for d in PHOTO_LADDER) + "; the steepest spectrum whose image still reaches "
-            "the best test image's mean activation is kept (closer to a photo's spread of detail over scales). "
+            + " and 1/f^".join(f"{d:g}" for d in PHOTO_LADDER) + f" (those that fell short: 1/f^{PHOTO_FALLBACK:g}); "
+            "the steepest spectrum whose image still reaches the best test image's mean activation is kept (closer to "
+            "a photo's spread of detail over scales). "
             "Each filter's choice is in report.json (spectrum_decay).")
     section.handoff = {}
     slopes = _photo_slopes(ctx, results)
@@ -127,23 +129,38 @@ def photo_canvas(ctx: ModelContext, settings: FeatVisSettings) -> FeatVisSetting
 
 def _steepest_reaching(ctx: ModelContext, settings: FeatVisSettings, units: dict[str, np.ndarray],
                        results: dict[str, FilterImages]) -> dict[str, np.ndarray]:
-    """For a photo model (photo_canvas chose its spectrum): each filter rendered again with every spectrum of
-    PHOTO_LADDER, keeping the steepest whose image reaches the best test image's mean activation; `results` are
-    changed in place. A model's filters differ in how much fine detail they need to respond: with one spectrum for
-    all, 1/f^1.5 left the seed model's images at slope -1.5 (photos -2.8) while 1/f^2 let half of the transfer
-    model's filters fall short of the dataset max. Returns each layer's (N,) spectrum exponent per filter."""
+    """For a photo model (photo_canvas chose its spectrum): the filters whose image falls short of the best test
+    image's mean activation are rendered again with Lucid's flatter 1/f^PHOTO_FALLBACK, and those that reach it with
+    every steeper spectrum of PHOTO_LADDER in turn; each filter keeps the steepest spectrum whose image reaches the
+    dataset max (or its own, if none does); `results` are changed in place. A model's filters differ in how much fine
+    detail they need: with one spectrum for all, 1/f^1.5 left the seed model's images at slope -1.5 (photos -2.8)
+    while 1/f^2 let half of the transfer model's filters fall short. Returns each layer's (N,) spectrum exponent per
+    filter."""
     if "fft_decay" in ctx.spec.feature_vis or settings.fft_decay != PHOTO_FFT_DECAY or not units:
         return {}
     spectra = {name: np.full(len(results[name].units), settings.fft_decay) for name in units}
-    for decay in PHOTO_LADDER:
-        steeper = visualize_model(ctx.network, units, dataclasses.replace(settings, fft_decay=decay), ctx.seed)
-        for name in units:
-            mine, other = results[name], steeper[name]
-            better = other.activation >= ctx.conv_stats[name].mean.max(axis=0)[mine.units]
-            mine.images[better], mine.activation[better] = other.images[better], other.activation[better]
+    target = {name: ctx.conv_stats[name].mean.max(axis=0)[results[name].units] for name in units}
+
+    def retry(decay: float, wanted: dict[str, np.ndarray]) -> None:
+        """Render the `wanted` rows (booleans per layer) with `decay`; keep each new image that reaches its target."""
+        rows = {name: np.nonzero(chosen)[0] for name, chosen in wanted.items() if chosen.any()}
+        if not rows:
+            return
+        again = visualize_model(ctx.network, {name: results[name].units[r] for name, r in rows.items()},
+                                dataclasses.replace(settings, fft_decay=decay), ctx.seed)
+        for name, r in rows.items():
+            mine, other = results[name], again[name]
+            better = other.activation >= target[name][r]
+            keep = r[better]
+            mine.images[keep], mine.activation[keep] = other.images[better], other.activation[better]
             if mine.peak is not None and other.peak is not None:
-                mine.peak[better] = other.peak[better]
-            spectra[name][better] = decay
+                mine.peak[keep] = other.peak[better]
+            spectra[name][keep] = decay
+
+    retry(PHOTO_FALLBACK, {name: results[name].activation < target[name] for name in units})
+    for decay in PHOTO_LADDER:  # only filters that reached with the spectrum before are worth a steeper one
+        retry(decay, {name: (results[name].activation >= target[name]) & (spectra[name] >= decay - 0.5)
+                      for name in units})
     return spectra
 
 
