@@ -67,3 +67,13 @@ def test_the_slope_does_not_depend_on_the_value_range(tmp_path):
     Image.fromarray((photo * 255).astype(np.uint8)).save(tmp_path / "x.png")
     loaded = np.asarray(Image.open(tmp_path / "x.png"), np.float32)
     assert spectral_slope(loaded[None])[0] == pytest.approx(spectral_slope(loaded[None] / 255.0)[0])
+
+
+def test_clipped_blobs_have_a_photo_slope_but_not_a_photo_share_of_clipped_pixels():
+    """The slope's blind spot, and the number that sees it: large pure-colour blobs are steep, and all clipped."""
+    from reportgen.methods.naturalness import saturated_share
+
+    blobs = (power_law_field(3.0, 96, np.random.default_rng(5)) > 0.5).astype(float)[None, ..., None].repeat(3, -1)
+    assert spectral_slope(blobs)[0] < -1.8 and saturated_share(blobs)[0] == 1.0
+    photos = load_dataset("cats_vs_dogs", image_size=(96, 96)).x_test[::50]
+    assert np.median(saturated_share(photos)) < 0.2

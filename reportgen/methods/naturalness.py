@@ -71,6 +71,27 @@ def spectral_slope(images: np.ndarray) -> np.ndarray:
     return slopes
 
 
+SATURATED = 0.02  # a pixel within this of 0 or 1 in any channel is clipped (saturated)
+
+
+def saturated_share(images: np.ndarray) -> np.ndarray:
+    """The share of each image's pixels that are clipped: some channel within SATURATED of 0 or 1 (images in
+    [0, 1]). The slope's blind spot: a picture of a few large flat blobs of pure colour has a photo's slope (its
+    power sits at low frequencies) but not a photo's look; photos clip only in highlights and shadows.
+
+    Args:
+        images: (N, H, W, C) or (N, H, W) in [0, 1].
+
+    Returns:
+        (N,) shares in [0, 1].
+    """
+    images = np.asarray(images, np.float32)
+    if images.ndim == 3:
+        images = images[..., None]
+    clipped = np.any((images <= SATURATED) | (images >= 1 - SATURATED), axis=-1)
+    return clipped.reshape(len(images), -1).mean(axis=1)
+
+
 def median_slope(slopes: np.ndarray | list[float]) -> float | None:
     """The median of the slopes that exist (uniform images have none); None when none does."""
     values = np.asarray(slopes, np.float64)

@@ -105,6 +105,7 @@ def build(ctx: ModelContext) -> Section | None:
         section.notes.append("The model has no conv layer: only class images are shown.")
     _classes(ctx, section, results[LOGITS], class_settings, margin, slopes)
     if slopes is not None:
+        section.data["photos_saturated_share"] = _photo_saturation(ctx)
         _naturalness_summary(section, slopes)
     section.data["settings"] = {key: getattr(settings, key) for key in SETTINGS_SHOWN}
     return section
@@ -202,6 +203,11 @@ def _photo_slopes(ctx: ModelContext, results: dict[str, FilterImages]) -> float 
     return naturalness.median_slope(naturalness.spectral_slope(ctx.data.x_test[:PHOTO_SAMPLE]))
 
 
+def _photo_saturation(ctx: ModelContext) -> float:
+    """The test photos' median share of clipped pixels (naturalness.saturated_share)."""
+    return float(np.median(naturalness.saturated_share(ctx.data.x_test[:PHOTO_SAMPLE])))
+
+
 def _slopes(images: np.ndarray, photos: float | None) -> np.ndarray | None:
     """Each picture's spectral slope, for a colour model (photos not None)."""
     return None if photos is None or not len(images) else naturalness.spectral_slope(images)
@@ -222,13 +228,15 @@ def _naturalness_summary(section: Section, photos: float) -> None:
                    for kind, values in kinds.items()}
         every += [v for values in kinds.values() for v in values if v is not None]
         rows.append([name, *(_slope_text(medians[kind]) for kind in kinds), _slope_text(photos),
-                     _slope_text(None if medians["filters"] is None else medians["filters"] - photos)])
+                     _slope_text(None if medians["filters"] is None else medians["filters"] - photos),
+                     _share_text(layer.get("median_saturated_share"))])
         layer["naturalness"] = {f"{kind}_median_spectral_slope": value for kind, value in medians.items()}
     classes = [c["spectral_slope"] for c in section.data.get("classes", []) if c.get("spectral_slope") is not None]
     every += classes
     filters = [f["spectral_slope"] for layer in section.data.get("layers", {}).values() for f in layer["filters"]
                if f["spectral_slope"] is not None]
     summary = {"photos_median_spectral_slope": photos, "photos_measured": PHOTO_SAMPLE,
+               "photos_median_saturated_share": section.data.pop("photos_saturated_share", None),
                "filters_median_spectral_slope": naturalness.median_slope(filters) if filters else None,
                "classes_median_spectral_slope": naturalness.median_slope(classes) if classes else None,
                "model_median_spectral_slope": naturalness.median_slope(every) if every else None,
@@ -236,18 +244,25 @@ def _naturalness_summary(section: Section, photos: float) -> None:
     section.data["naturalness"] = summary
     rows.append(["classes", _slope_text(summary["classes_median_spectral_slope"]), "-", "-", _slope_text(photos),
                  _slope_text(None if summary["classes_median_spectral_slope"] is None
-                             else summary["classes_median_spectral_slope"] - photos)])
+                             else summary["classes_median_spectral_slope"] - photos), "-"])
     rows.append(["all pictures", _slope_text(summary["model_median_spectral_slope"]), "", "", _slope_text(photos),
                  _slope_text(None if summary["model_median_spectral_slope"] is None
-                             else summary["model_median_spectral_slope"] - photos)])
+                             else summary["model_median_spectral_slope"] - photos),
+                 f"photos: {_share_text(summary['photos_median_saturated_share'])}"])
     section.notes.append(
         "Naturalness: the spectral slope of a picture is the least-squares slope of its log power against log "
         "spatial frequency (grey image, Hann window, radially averaged power spectrum): white noise has 0, "
         f"this model's test photos a median of {photos:.2f}. A picture near the photos' slope spreads its detail "
-        "over scales as a photo does; saturated pixel-scale patterns lie near -1.")
+        "over scales as a photo does; saturated pixel-scale patterns lie near -1. The slope is blind to a few large "
+        "blobs of pure colour, which have a photo's slope but not its look: the share of clipped pixels (some "
+        "channel within 0.02 of 0 or 1) is shown beside it.")
     section.tables.append(Table(
         ["Pictures of", "Filters' median slope", "Neuron images'", "Diverse images'", "Test photos'",
-         "Filters minus photos"], rows, title="Naturalness: median spectral slope"))
+         "Filters minus photos", "Filters' clipped pixels (median)"], rows, title="Naturalness: median spectral slope"))
+
+
+def _share_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 def _slope_text(value: float | None) -> str:
@@ -285,6 +300,7 @@ def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
     if slopes is not None:
         numbers["median_spectral_slope"] = _median(slopes)
         numbers["photos_median_spectral_slope"] = photos
+        numbers["median_saturated_share"] = float(np.median(naturalness.saturated_share(result.images)))
     records, gallery = _unit_files(ctx, name, result, neurons, fields, dataset_mean, dataset_peak, reached, dead,
                                    uniform, paged, slopes, photos)
     if spectra is not None:
