@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from reportgen.methods import naturalness
 from reportgen.methods.deepdream import DEFAULT_PHOTO, DeepDream, Dream, fit_photo, load_photo, resize, similarity
 from reportgen.sections.context import ModelContext
 from reportgen.sections.report import Figure, Section, Table
@@ -107,7 +108,16 @@ def dream_record(photo: np.ndarray, dream: Dream, row: int, layer: str, unit: in
             "rose_every_octave": bool(np.all(dream.after[:, row] > dream.before[:, row])),
             "photo_objective": float(dream.photo_objective[row]), "final_objective": float(dream.after[-1, row]),
             "objective_gain": gain, "ssim": ssim, "mean_abs_change": float(np.mean(np.abs(final - photo))),
-            "meets_goal": bool(ssim >= SSIM_GOAL and gain is not None and gain >= GAIN_GOAL)}
+            "meets_goal": bool(ssim >= SSIM_GOAL and gain is not None and gain >= GAIN_GOAL),
+            **_slopes(photo, final)}
+
+
+def _slopes(photo: np.ndarray, final: np.ndarray) -> dict:
+    """A colour dream's spectral slope beside its photo's (naturalness.spectral_slope); nothing for grey ones."""
+    if photo.shape[-1] != 3 or min(photo.shape[:2]) < naturalness.MIN_SIDE:
+        return {}
+    slopes = naturalness.spectral_slope(np.stack([photo, final]))
+    return {"photo_spectral_slope": float(slopes[0]), "spectral_slope": float(slopes[1])}
 
 
 def _ssim_on(photo: np.ndarray) -> str:
@@ -141,6 +151,8 @@ def _figure(path: str, dream: Dream, record: dict) -> Figure:
                "mean_abs_change": record["mean_abs_change"], "meets_goal": record["meets_goal"],
                "rose_every_octave": record["rose_every_octave"], "photo_objective": record["photo_objective"],
                "octaves": len(dream.sizes), "feature_vis_shown": record["feature_vis_shown"]}
+    if "spectral_slope" in record:
+        numbers |= {"spectral_slope": record["spectral_slope"], "photo_spectral_slope": record["photo_spectral_slope"]}
     for i, s in enumerate(dream.sizes, start=1):
         numbers[f"octave_{i}_size"] = f"{s[0]}x{s[1]}"
         numbers[f"octave_{i}_before"] = float(record["before"][i - 1])

@@ -7,19 +7,20 @@ import dataclasses
 
 import numpy as np
 
-from reportgen.methods import recognition
+from reportgen.methods import naturalness, recognition
 from reportgen.methods.budget import pictured
 from reportgen.methods.featvis import DIVERSITY_IMAGES, LOGITS, FeatVisSettings, FilterImages, visualize_model
 from reportgen.methods.resemblance import central_crops
 from reportgen.sections.context import ModelContext
 from reportgen.sections.report import Figure, Section, Table
-from reportgen.sections.units import LayerPictures, gallery_tile, paged_units, save_unit_png
+from reportgen.sections.units import LayerPictures, gallery_tile, paged_units, picture_size, save_unit_png
 from reportgen.util import progress
-from reportgen.util.imaging import as_rgb, magnified, resize_nearest, tile_grid, tile_size
+from reportgen.util.imaging import as_rgb, resize_nearest, tile_grid, tile_size
 from reportgen.util.slugs import slugify
 
 DEAD_TINT = np.array([0.85, 0.15, 0.15], np.float32)
-SETTINGS_SHOWN = ("steps", "param", "warmup_steps", "leak", "zoom", "degrees", "scales", "total_variation", "l2")
+SETTINGS_SHOWN = ("steps", "param", "warmup_steps", "leak", "zoom", "degrees", "scales", "total_variation", "l2",
+                  "max_size", "fft_decay")
 GRID_BACKGROUND = 0.6  # grey, so all-white and all-black patterns both show their edges
 CLASS_IMAGE_SIDE = 112  # each class's own PNG is magnified by a whole factor to about this many pixels (28 px: x4)
 # l2 as used: the preset's per-margin weight times the typical margin, which is stored beside it
@@ -30,6 +31,10 @@ CLASS_SLOTS = 40  # the preset's starts are cut so the class images take at most
 # UNIFORM_SHARE of its pixels lie farther than UNIFORM_SPREAD from its median: a standard deviation under
 # 0.02 missed black images with a few white specks (fashion-2conv conv1 filters 52 and 57).
 UNIFORM_SPREAD, UNIFORM_SHARE = 0.25, 0.05
+PHOTO_TILE = 128  # a colour model's pictures are shown at least this large (class grid; unit pages: units.py)
+PHOTO_CANVAS = 224  # the largest canvas photo_canvas gives
+PHOTO_FFT_DECAY = 1.5  # photo models' FFT spectrum scaling (params.FFTParam): see photo_canvas
+PHOTO_SAMPLE = 256  # test images whose spectral slopes give the photos' median (naturalness.spectral_slope)
 
 
 def build(ctx: ModelContext) -> Section | None:
@@ -37,7 +42,7 @@ def build(ctx: ModelContext) -> Section | None:
     each class's first random start (their records: the logit reached and the model's probability)."""
     convs = ctx.plan.layers
     settings = FeatVisSettings.from_config(ctx.spec.feature_vis)
-    settings = settings.quick() if ctx.quick else settings
+    settings = photo_canvas(ctx, settings.quick() if ctx.quick else settings)
     section = Section(
         id="feature-vis",
         title="Feature visualization",
@@ -72,18 +77,22 @@ def build(ctx: ModelContext) -> Section | None:
     results = visualize_model(ctx.network, {**units, LOGITS: None}, settings, ctx.seed, class_settings,
                               neurons=neurons, diverse=diverse)
     section.handoff = {}
+    slopes = _photo_slopes(ctx, results)
     if convs:
         section.data["layers"] = {}
         for name in convs:
             stats = ctx.conv_stats[name]
             section.handoff[name] = _layer(ctx, section, name, results[name], stats.mean.max(axis=0),
-                                           stats.max.max(axis=0), paged.get(name, np.zeros(0, int)))
+                                           stats.max.max(axis=0), paged.get(name, np.zeros(0, int)), slopes)
         live = [f for layer in section.data["layers"].values() for f in layer["filters"] if not f["dead"]]
         share = float(np.mean([f["reached"] for f in live])) if live else None
         section.data["live_filters_reaching_dataset_max"] = share
     else:
         section.notes.append("The model has no conv layer: only class images are shown.")
-    _classes(ctx, section, results[LOGITS], class_settings, margin)
+    _classes(ctx, section, results[LOGITS], class_settings, margin, slopes)
+    if slopes is not None:
+        section.data["photos_saturated_share"] = _photo_saturation(ctx)
+        _naturalness_summary(section, slopes)
     # the class images from each class's first random start, which the timeline's last snapshot shows
     first = results[LOGITS].first_start or results[LOGITS]
     section.handoff[LOGITS] = LayerPictures(
@@ -92,6 +101,23 @@ def build(ctx: ModelContext) -> Section | None:
          for c, a, p in zip(first.units, first.activation, first.probability)})
     section.data["settings"] = {key: getattr(settings, key) for key in SETTINGS_SHOWN}
     return section
+
+
+def photo_canvas(ctx: ModelContext, settings: FeatVisSettings) -> FeatVisSettings:
+    """A colour model of fixed input size: its pictures are optimised on a canvas of its input size (at most
+    PHOTO_CANVAS px a side), also in --quick, with the FFT spectrum scaled 1/f^PHOTO_FFT_DECAY; keys the config sets
+    (`max_size`, `fft_decay`) win. Its units see textures and parts at the scale of its photos, which a 48-px canvas
+    (the default cap for layers that take any size) cuts to a few receptive fields; and Lucid's 1/f scaling leaves
+    the images flatter than photos (median slope -1.8 against the photos' -2.65 on the transfer model of
+    bench/photos.py, 1/f^1.5: -2.3 with every live filter still reaching the dataset max; README)."""
+    height, width, channels = ctx.network.image_shape
+    if channels != 3 or height is None or width is None:
+        return settings
+    chosen = ctx.spec.feature_vis
+    changes = {} if "fft_decay" in chosen else {"fft_decay": PHOTO_FFT_DECAY}
+    if "max_size" not in chosen:
+        changes["max_size"] = max(settings.max_size, min(max(height, width), PHOTO_CANVAS))
+    return dataclasses.replace(settings, **changes)
 
 
 def canvas_notes(ctx: ModelContext, settings: FeatVisSettings) -> list[str]:
@@ -122,8 +148,85 @@ def _extra_images_per_unit(settings: FeatVisSettings) -> float:
     return (1 + DIVERSITY_IMAGES) * settings.for_pictures().steps / settings.steps
 
 
+def _photo_slopes(ctx: ModelContext, results: dict[str, FilterImages]) -> float | None:
+    """The test photos' median spectral slope, for a colour model whose pictures are large enough to have one
+    (naturalness.MIN_SIDE); None otherwise (grey digits and clothes are not photos: their slope says nothing)."""
+    sides = [min(result.images.shape[1:3]) for result in results.values() if len(result.images)]
+    if ctx.network.image_shape[-1] != 3 or not sides or min(sides) < naturalness.MIN_SIDE \
+            or min(ctx.data.x_test.shape[1:3]) < naturalness.MIN_SIDE:
+        return None
+    return naturalness.median_slope(naturalness.spectral_slope(ctx.data.x_test[:PHOTO_SAMPLE]))
+
+
+def _photo_saturation(ctx: ModelContext) -> float:
+    """The test photos' median share of clipped pixels (naturalness.saturated_share)."""
+    return float(np.median(naturalness.saturated_share(ctx.data.x_test[:PHOTO_SAMPLE])))
+
+
+def _slopes(images: np.ndarray, photos: float | None) -> np.ndarray | None:
+    """Each picture's spectral slope, for a colour model (photos not None)."""
+    return None if photos is None or not len(images) else naturalness.spectral_slope(images)
+
+
+def _median(values: np.ndarray | None) -> float | None:
+    return None if values is None else naturalness.median_slope(values)
+
+
+def _naturalness_summary(section: Section, photos: float) -> None:
+    """Per layer and for the whole model, the median spectral slope of every kind of picture beside the photos'."""
+    rows, every = [], []
+    for name, layer in section.data.get("layers", {}).items():
+        kinds = {"filters": [f["spectral_slope"] for f in layer["filters"]],
+                 "neurons": [f["neuron_spectral_slope"] for f in layer["filters"] if "neuron_spectral_slope" in f],
+                 "diverse": [s for f in layer["filters"] for s in f.get("diversity", {}).get("spectral_slopes", [])]}
+        medians = {kind: naturalness.median_slope([v for v in values if v is not None]) if values else None
+                   for kind, values in kinds.items()}
+        every += [v for values in kinds.values() for v in values if v is not None]
+        rows.append([name, *(_slope_text(medians[kind]) for kind in kinds), _slope_text(photos),
+                     _slope_text(None if medians["filters"] is None else medians["filters"] - photos),
+                     _share_text(layer.get("median_saturated_share"))])
+        layer["naturalness"] = {f"{kind}_median_spectral_slope": value for kind, value in medians.items()}
+    classes = [c["spectral_slope"] for c in section.data.get("classes", []) if c.get("spectral_slope") is not None]
+    every += classes
+    filters = [f["spectral_slope"] for layer in section.data.get("layers", {}).values() for f in layer["filters"]
+               if f["spectral_slope"] is not None]
+    summary = {"photos_median_spectral_slope": photos, "photos_measured": PHOTO_SAMPLE,
+               "photos_median_saturated_share": section.data.pop("photos_saturated_share", None),
+               "filters_median_spectral_slope": naturalness.median_slope(filters) if filters else None,
+               "classes_median_spectral_slope": naturalness.median_slope(classes) if classes else None,
+               "model_median_spectral_slope": naturalness.median_slope(every) if every else None,
+               "layers": {name: layer["naturalness"] for name, layer in section.data.get("layers", {}).items()}}
+    section.data["naturalness"] = summary
+    rows.append(["classes", _slope_text(summary["classes_median_spectral_slope"]), "-", "-", _slope_text(photos),
+                 _slope_text(None if summary["classes_median_spectral_slope"] is None
+                             else summary["classes_median_spectral_slope"] - photos), "-"])
+    rows.append(["all pictures", _slope_text(summary["model_median_spectral_slope"]), "", "", _slope_text(photos),
+                 _slope_text(None if summary["model_median_spectral_slope"] is None
+                             else summary["model_median_spectral_slope"] - photos),
+                 f"photos: {_share_text(summary['photos_median_saturated_share'])}"])
+    section.notes.append(
+        "Naturalness: the spectral slope of a picture is the least-squares slope of its log power against log "
+        "spatial frequency (grey image, Hann window, radially averaged power spectrum): white noise has 0, "
+        f"this model's test photos a median of {photos:.2f}. A picture near the photos' slope spreads its detail "
+        "over scales as a photo does; saturated pixel-scale patterns lie near -1. The slope is blind to a few large "
+        "blobs of pure colour, which have a photo's slope but not its look: the share of clipped pixels (some "
+        "channel within 0.02 of 0 or 1) is shown beside it.")
+    section.tables.append(Table(
+        ["Pictures of", "Filters' median slope", "Neuron images'", "Diverse images'", "Test photos'",
+         "Filters minus photos", "Filters' clipped pixels (median)"], rows, title="Naturalness: median spectral slope"))
+
+
+def _share_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _slope_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
 def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
-           dataset_mean: np.ndarray, dataset_peak: np.ndarray, paged: np.ndarray) -> LayerPictures:
+           dataset_mean: np.ndarray, dataset_peak: np.ndarray, paged: np.ndarray,
+           photos: float | None = None) -> LayerPictures:
     filters, units = len(dataset_mean), result.units
     dead = dataset_peak[units] <= 0
     reached = result.activation >= dataset_mean[units]
@@ -148,8 +251,13 @@ def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
                "uniform_images": int(uniform.sum())}
     if result.diversity is not None:
         numbers |= {"diverse_groups": len(result.diversity.units), "alike_groups": int(result.diversity.alike.sum())}
+    slopes = _slopes(result.images, photos)
+    if slopes is not None:
+        numbers["median_spectral_slope"] = _median(slopes)
+        numbers["photos_median_spectral_slope"] = photos
+        numbers["median_saturated_share"] = float(np.median(naturalness.saturated_share(result.images)))
     records, gallery = _unit_files(ctx, name, result, neurons, fields, dataset_mean, dataset_peak, reached, dead,
-                                   uniform, paged)
+                                   uniform, paged, slopes, photos)
     section.figures.append(Figure(
         ctx.save_png(f"featvis-{name}", tile_grid(tiles, background=GRID_BACKGROUND)),
         title=name,
@@ -161,9 +269,12 @@ def _layer(ctx: ModelContext, section: Section, name: str, result: FilterImages,
            + (f"; the tiles of {len(fields)} of them (dashed frame) show instead the image that maximises the map's "
               "central unit, cropped to that unit's receptive field: the pattern it looks for there."
               if fields else ".") if uniform.any() else "")
+        + ("" if slopes is None else f" Median spectral slope {numbers['median_spectral_slope']:+.2f} (test photos "
+           f"{photos:+.2f}, white noise 0).")
         + " Each tile opens the filter's page.",
         alt=f"Optimised input pattern of every filter of layer {name}",
-        numbers=numbers, tiles=gallery, tile_size=magnified(*result.images.shape[1:3]),
+        numbers=numbers, tiles=gallery,
+        tile_size=picture_size(*result.images.shape[1:3], colour=result.images.shape[-1] == 3),
     ))
     section.data["layers"][name] = {**numbers, "filters": records}
     section.tables.append(Table(
@@ -202,8 +313,8 @@ def _neuron_fields(ctx: ModelContext, name: str, images: dict[int, np.ndarray]) 
 
 def _unit_files(ctx: ModelContext, name: str, result: FilterImages, neurons: dict[int, tuple[np.ndarray, float]],
                 fields: dict[int, np.ndarray], dataset_mean: np.ndarray, dataset_peak: np.ndarray,
-                reached: np.ndarray, dead: np.ndarray, uniform: np.ndarray, paged: np.ndarray
-                ) -> tuple[list[dict], list[dict]]:
+                reached: np.ndarray, dead: np.ndarray, uniform: np.ndarray, paged: np.ndarray,
+                slopes: np.ndarray | None = None, photos: float | None = None) -> tuple[list[dict], list[dict]]:
     """One PNG per image of each filter (feature vis, and for the pictured ones the neuron image and, with a
     page, the diverse group), each filter's record for report.json, and the gallery's tiles linking to the
     filters' pages."""
@@ -221,7 +332,10 @@ def _unit_files(ctx: ModelContext, name: str, result: FilterImages, neurons: dic
         record = {"index": u, "activation": float(result.activation[j]), "dataset_max": float(dataset_mean[u]),
                   "peak": float(result.peak[j]), "dataset_peak": float(dataset_peak[u]), "reached": bool(reached[j]),
                   "dead": bool(dead[j]), "uniform": bool(uniform[j]),
-                  "neuron_activation": neurons[u][1] if u in neurons else None, "images": images}
+                  "neuron_activation": neurons[u][1] if u in neurons else None, "images": images,
+                  "spectral_slope": None if slopes is None else _finite(slopes[j])}
+        if slopes is not None and u in neurons:
+            record["neuron_spectral_slope"] = _finite(naturalness.spectral_slope(neurons[u][0][None])[0])
         if u in groups:
             g = groups[u]
             images["diversity"] = [save_unit_png(ctx, name, u, f"diversity-{i}", image)
@@ -230,9 +344,17 @@ def _unit_files(ctx: ModelContext, name: str, result: FilterImages, neurons: dic
                                    "gram_similarity": float(diverse.similarity[g]),
                                    "least_pixel_difference": float(diverse.least_difference[g]),
                                    "alike": bool(diverse.alike[g])}
+            if photos is not None:
+                record["diversity"]["spectral_slopes"] = [
+                    _finite(v) for v in naturalness.spectral_slope(diverse.images[g])]
         records.append(record)
         gallery.append(gallery_tile(record, f"{slug}/{u}.html" if u in paged else None))
     return records, gallery
+
+
+def _finite(value: float) -> float | None:
+    """A slope for report.json: None where the picture is uniform (no spectrum)."""
+    return float(value) if np.isfinite(value) else None
 
 
 def _class_settings(ctx: ModelContext, settings: FeatVisSettings, margin: float) -> FeatVisSettings:
@@ -267,23 +389,36 @@ def typical_margin(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _classes(ctx: ModelContext, section: Section, result: FilterImages, settings: FeatVisSettings,
-             margin: float) -> None:
+             margin: float, photos: float | None = None) -> None:
     names = [ctx.class_name(c) for c in result.units]
-    judge = recognition.train_judge(ctx.data, result.images.shape[1:], ctx.seed, ctx.cache_dir)
+    judge, counts, left_out = recognition.choose_judge(ctx.data, result.images.shape[1:], ctx.seed, ctx.cache_dir,
+                                                       [w.numpy() for w in ctx.model.weights]
+                                                       if result.images.shape[-1] == 3 else None)
     verdict = recognition.recognise(judge, result.images, result.units)
     count, total = verdict.count, len(names)
-    tiles = resize_nearest(as_rgb(result.images), *tile_size(*result.images.shape[1:3], target=56, largest=112))
-    judged = (f"an independent judge (a pixel MLP trained on the {judge.trained_on}, {judge.test_accuracy:.1%} "
-              f"test accuracy) recognises {count} of {total} as their class (an image showing nothing: about 1 "
-              f"in {total} by chance)")
+    tiles = resize_nearest(as_rgb(result.images), *tile_size(*result.images.shape[1:3], target=56,
+                                                             largest=max(112, PHOTO_TILE)))
+    described = f"a {judge.kind} trained on the {judge.trained_on}, {judge.test_accuracy:.1%} test accuracy"
+    if counts:
+        judged = (f"an independent judge ({described}) recognises {count} of {total} as their class (an image "
+                  f"showing nothing: about 1 in {total} by chance)")
+    else:
+        judged = (f"the class images are not judged: the best independent judge available ({described}) is under "
+                  f"the {recognition.MIN_JUDGE_ACCURACY:.0%} test accuracy a judge's verdict needs to mean anything"
+                  + ("" if left_out is None else f"; the ImageNet trunk judge was left out: {left_out}"))
+    slopes = _slopes(result.images, photos)
     numbers = {"classes": total, "min_probability": float(result.probability.min()),
-               "independently_recognised": count, "judge_test_accuracy": judge.test_accuracy}
+               "independently_recognised": count if counts else None, "judge_test_accuracy": judge.test_accuracy}
+    if slopes is not None:
+        numbers |= {"median_spectral_slope": _median(slopes), "photos_median_spectral_slope": photos}
     section.figures.append(Figure(
         ctx.save_png("featvis-classes", tile_grid(tiles, background=GRID_BACKGROUND)),
         title="Classes",
         caption=f"One image per class ({', '.join(names)}), optimised for its logit over the others' from "
         f"{settings.starts} random start(s), decaying toward the data's background; the lowest probability the "
-        f"model gives an image for its own class is {result.probability.min():.3f}, and {judged}.",
+        f"model gives an image for its own class is {result.probability.min():.3f}, and {judged}."
+        + ("" if slopes is None else f" Median spectral slope {numbers['median_spectral_slope']:+.2f} (test photos "
+           f"{photos:+.2f}, white noise 0)."),
         alt="Optimised input pattern of every class",
         numbers=numbers,
     ))
@@ -296,25 +431,32 @@ def _classes(ctx: ModelContext, section: Section, result: FilterImages, settings
             "class": int(c), "name": name, "logit": float(logit), "probability": float(p),
             "image": ctx.save_png(f"featvis-class-{int(c)}", image), "magnified": factor,
             "width": image.shape[1], "height": image.shape[0],
+            "spectral_slope": None if slopes is None else _finite(slopes[i]),
             "independent": {"predicted": predicted, "predicted_name": ctx.class_name(predicted),
                             "probability": float(verdict.predicted_probability[i]),
                             "own_probability": float(verdict.own_probability[i]),
-                            "recognised": bool(verdict.recognised[i])},
+                            "recognised": bool(verdict.recognised[i]) if counts else None},
         })
     section.tables.append(Table(
         ["Class", "Logit", "Probability", "Judge's class", "Judge's probability", "Recognised"],
         [[r["name"], f"{r['logit']:.2f}", f"{r['probability']:.4f}", r["independent"]["predicted_name"],
-          f"{r['independent']['probability']:.3f}", "yes" if r["independent"]["recognised"] else "no"]
+          f"{r['independent']['probability']:.3f}",
+          "not judged" if not counts else "yes" if r["independent"]["recognised"] else "no"]
          for r in records],
         title="Class images"))
     section.data["classes"] = records
     section.data["independent_recognition"] = {
-        "recognised": count, "classes": total, "judge": "pixel MLP", "judge_hidden_units": recognition.HIDDEN,
-        "judge_trained_on": judge.trained_on, "judge_test_accuracy": judge.test_accuracy}
+        "judged": counts, "recognised": count if counts else None, "classes": total, "judge": judge.kind,
+        "judge_hidden_units": recognition.HIDDEN if judge.kind == recognition.PIXEL_MLP else None,
+        "judge_trained_on": judge.trained_on, "judge_test_accuracy": judge.test_accuracy,
+        "trunk_judge_left_out": left_out,
+        "judge_accuracy_needed": None if judge.kind == recognition.PIXEL_MLP and ctx.network.image_shape[-1] != 3
+        else recognition.MIN_JUDGE_ACCURACY}
     section.data["class_settings"] = {key: getattr(settings, key) for key in CLASS_SETTINGS_SHOWN}
     section.data["class_settings"]["typical_margin"] = margin
-    progress.log(f"    classes: lowest probability {result.probability.min():.3f}, {count} of {total} recognised "
-                 f"by an independent pixel MLP ({judge.test_accuracy:.1%} test accuracy)")
+    progress.log(f"    classes: lowest probability {result.probability.min():.3f}, "
+                 + (f"{count} of {total} recognised by an independent {judge.kind}" if counts else "not judged: the "
+                    f"best judge, a {judge.kind},") + f" ({judge.test_accuracy:.1%} test accuracy)")
 
 
 def budget_notes(ctx: ModelContext) -> list[str]:
@@ -334,6 +476,8 @@ def _recipe(settings: FeatVisSettings) -> str:
     if settings.degrees > 0:
         transforms.append(f"rotation by up to {settings.degrees:g}°")
     words = [f"{settings.steps} steps", " and ".join(transforms) + " at every step"]
+    if settings.fft_decay != 1.0 and settings.param in ("auto", "fft"):
+        words.append(f"colour images as a Fourier spectrum scaled 1/f^{settings.fft_decay:g}")
     if len(settings.scales) > 1:
         words.append("coarse to fine over scales " + ", ".join(f"{scale:g}" for scale in settings.scales))
     return "; ".join(words)

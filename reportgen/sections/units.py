@@ -41,6 +41,26 @@ class LayerPictures:
         """The pictures' height and width."""
         return next(iter(self.images.values())).shape[:2]
 
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """How large a page shows them: small grey ones magnified (`magnified`), colour ones at least
+        PHOTO_SIDE px a side (a photo model's pattern is texture and colour, lost in a small tile)."""
+        image = next(iter(self.images.values()))
+        return picture_size(*image.shape[:2], colour=image.shape[-1] == 3)
+
+
+PHOTO_SIDE = 128  # colour pictures are shown at least this large on unit and layer pages
+
+
+def picture_size(height: int, width: int, colour: bool) -> tuple[int, int]:
+    """Display size of a unit's picture: `magnified` for grey ones; colour ones scaled up so the longer side is at
+    least PHOTO_SIDE px (by a whole factor where that reaches it, else smoothly), never shrunk."""
+    size = magnified(height, width)
+    if not colour or max(size) >= PHOTO_SIDE:
+        return size
+    scale = PHOTO_SIDE / max(height, width)
+    return round(height * scale), round(width * scale)
+
 
 def build(ctx: ModelContext, pictures: dict[str, LayerPictures] | None = None) -> Section | None:
     """The section; `pictures` (the feature-vis section's, per conv layer) add each filter's images and their
@@ -230,7 +250,7 @@ def _pages(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, pictures: Laye
             gallery.append(gallery_tile(record, f"{u}.html"))
         context = {
             "layer": info, "unit": u, "dead": bool(ex.dead[u]), "stats": stats, "examples": examples,
-            "views": views, "view_size": magnified(*pictures.canvas) if views and pictures else None,
+            "views": views, "view_size": pictures.display_size if views and pictures else None,
             "diversity": record.get("diversity") if record else None,
             "timeline": record.get("timeline") if record else None,
             "diverse_images": len(record["images"].get("diversity", [])) if record else 0,
@@ -255,7 +275,7 @@ def _pages(ctx: ModelContext, layer: ConvUnit, ex: LayerExamples, pictures: Laye
                "examples_image": layer_images["examples"], "projections_image": layer_images["deconvnet"],
                "dead_count": int(ex.dead.sum()), "resemblance_share": share,
                "resemblance_compared": len(resemblance),
-               "gallery": gallery, "gallery_size": magnified(*pictures.canvas) if gallery and pictures else None,
+               "gallery": gallery, "gallery_size": pictures.display_size if gallery and pictures else None,
                **neighbours}
     section.pages.append(Page(f"{slug}/index.html", "layer.html", f"Layer {name}", context))
     return unit_pictures

@@ -22,6 +22,23 @@ COLOR_CORRELATION = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0
 COLOR_CORRELATION /= np.max(np.linalg.norm(COLOR_CORRELATION, axis=0))
 
 
+def colour_correlation(images: np.ndarray, sample: int = 200_000) -> tuple[tuple[float, ...], ...]:
+    """The square root of a dataset's own RGB covariance, scaled as Lucid scales ImageNet's (largest column norm
+    1): what `FFTParam` multiplies its decorrelated channels by, so an image's colours vary together as the model's
+    photos do rather than as ImageNet's. Returned as nested tuples, so settings holding it stay hashable.
+
+    Args:
+        images: (N, H, W, 3) in [0, 1].
+        sample: at most this many pixels are read (evenly spaced).
+    """
+    pixels = np.asarray(images, np.float64).reshape(-1, 3)
+    pixels = pixels[:: max(1, len(pixels) // sample)]
+    values, vectors = np.linalg.eigh(np.cov(pixels, rowvar=False))
+    root = vectors @ np.diag(np.sqrt(np.clip(values, 1e-12, None))) @ vectors.T
+    root /= np.max(np.linalg.norm(root, axis=0))
+    return tuple(tuple(round(float(v), 5) for v in row) for row in root)
+
+
 def to_unit_range(x: tf.Tensor) -> tf.Tensor:
     """Sigmoid stretched by 10% and clipped to [0, 1]. The clip is a relu6 on six times the value:
     one elementwise op forward and back, where clip_by_value's gradient takes four (5% of a colour
@@ -100,8 +117,11 @@ class FFTParam(Parameterization):
     # conv4 reaches the dataset max for 77% of its live filters at 0.1, 90% at 0.3, and 87% at 1.0.
     learning_rate = 0.3
 
-    def __init__(self, height: int, width: int, channels: int, decay: float = 1.0) -> None:
+    def __init__(self, height: int, width: int, channels: int, decay: float = 1.0,
+                 correlation: np.ndarray | None = None) -> None:
         super().__init__(height, width, channels)
+        # decorrelated channels -> RGB: the data's own (colour_correlation) or Lucid's ImageNet one
+        self.correlation = np.asarray(COLOR_CORRELATION if correlation is None else correlation, np.float32)
         fy = np.fft.fftfreq(height)[:, None]
         fx = np.fft.rfftfreq(width)[None, :]
         frequencies = np.sqrt(fx**2 + fy**2)
@@ -118,30 +138,95 @@ class FFTParam(Parameterization):
         image = tf.signal.irfft2d(spectrum, fft_length=[self.height, self.width])  # (B, C, H, W)
         image = tf.transpose(image, [0, 2, 3, 1]) / 4.0
         if self.channels == 3:
-            image = tf.tensordot(image, tf.constant(COLOR_CORRELATION.T), axes=1)
+            image = tf.tensordot(image, tf.constant(self.correlation.T), axes=1)
         return to_unit_range(image)
 
     def from_image(self, images: np.ndarray) -> np.ndarray:
         image = from_unit_range(images)
         if self.channels == 3:
-            image = tf.tensordot(image, tf.constant(np.linalg.inv(COLOR_CORRELATION.T)), axes=1)
+            image = tf.tensordot(image, tf.constant(np.linalg.inv(self.correlation.T)), axes=1)
         spectrum = tf.signal.rfft2d(tf.transpose(image * 4.0, [0, 3, 1, 2])) / self.scale
         return tf.stack([tf.math.real(spectrum), tf.math.imag(spectrum)], axis=-1).numpy()
 
 
-def make_param(kind: str, height: int, width: int, channels: int) -> Parameterization:
+class MagnitudeParam(Parameterization):
+    """MaCo (Fel et al. 2023): the Fourier magnitude is fixed to that of the model's own photos and only the
+    phase is optimised, so every image has a photo's spread of power over frequencies by construction and gradient
+    ascent can only arrange it. The magnitude is the photos' radially averaged amplitude per channel
+    (`fourier_profile`), whose ring 0 carries each channel's mean. It has no exact inverse: a multi-scale render
+    (`scales`) cannot continue from a smaller stage with it."""
+
+    learning_rate = 0.3
+
+    def __init__(self, height: int, width: int, channels: int, profile: np.ndarray) -> None:
+        super().__init__(height, width, channels)
+        profile = np.asarray(profile, np.float32).reshape(channels, -1)
+        rings = _rfft_rings(height, width)
+        magnitude = profile[:, np.minimum(rings, profile.shape[1] - 1)]  # (C, H, W//2+1)
+        self.magnitude = tf.constant(magnitude, tf.complex64)
+        self.spectrum_shape = (channels, height, width // 2 + 1)
+        self.dc = tf.constant((rings == 0).astype(np.float32))
+
+    def init(self, batch: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.uniform(-np.pi, np.pi, (batch, *self.spectrum_shape)).astype(np.float32)
+
+    def to_image(self, param: tf.Tensor) -> tf.Tensor:
+        phase = param * (1.0 - self.dc)  # the mean keeps phase 0: it stays the photos' mean colour
+        spectrum = self.magnitude * tf.exp(tf.complex(tf.zeros_like(phase), phase))
+        image = tf.transpose(tf.signal.irfft2d(spectrum, fft_length=[self.height, self.width]), [0, 2, 3, 1])
+        return to_unit_range(_LOGIT_GAIN * (image - 0.5))  # about the photo's own values, softly clipped
+
+    def from_image(self, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError("the magnitude-constrained parameterisation takes no starting images (scales)")
+
+
+_LOGIT_GAIN = 1 / 0.275  # to_unit_range's slope at grey is 1.1 / 4: this keeps a pixel's offset from grey
+
+
+def fourier_profile(images: np.ndarray) -> tuple[tuple[float, ...], ...]:
+    """Per channel, the mean Fourier amplitude of `images` (N, H, W, C) in [0, 1] on each ring of radial
+    frequency (one step of 1/min(H, W) each), in irfft2d's scale: what `MagnitudeParam` fixes. Nested tuples, so
+    settings holding it stay hashable.
+    """
+    images = np.asarray(images, np.float64)
+    height, width = images.shape[1:3]
+    amplitude = np.abs(np.fft.rfft2(np.moveaxis(images, -1, 1))).mean(axis=0)  # (C, H, W//2+1)
+    rings = _rfft_rings(height, width)
+    counts = np.bincount(rings.ravel())
+    profile = [np.bincount(rings.ravel(), weights=channel.ravel()) / np.maximum(counts, 1) for channel in amplitude]
+    return tuple(tuple(round(float(v), 4) for v in channel) for channel in profile)
+
+
+def _rfft_rings(height: int, width: int) -> np.ndarray:
+    """(H, W//2+1) ring index of each rfft2 bin: radial frequency in steps of 1/min(H, W)."""
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    return np.rint(np.sqrt(fx**2 + fy**2) * min(height, width)).astype(np.int64)
+
+
+def make_param(kind: str, height: int, width: int, channels: int,
+               correlation: tuple[tuple[float, ...], ...] | None = None, decay: float = 1.0,
+               profile: tuple[tuple[float, ...], ...] | None = None) -> Parameterization:
     """`kind` is "fft", "pixel", "smooth", "auto" or "auto-smooth". "auto": decorrelated FFT for colour
     (smoother patterns, and more cats-vs-dogs filters reach the dataset max than with pixels), pixels for
     grayscale (on fashion-2conv's first layer pixels reach 67% of filters, FFT 41%). "auto-smooth" (class
-    images): FFT for colour, smoothed pixels for grayscale."""
+    images): FFT for colour, smoothed pixels for grayscale. `correlation`: the FFT's colour correlation (the
+    data's own, `colour_correlation`); None: ImageNet's. `decay`: the FFT's spectrum scaling 1/f^decay (Lucid's
+    1; larger favours coarse structure, as a photo's spectrum does). "maco": `MagnitudeParam` with `profile`
+    (`fourier_profile` of the model's photos)."""
     if kind == "auto":
         kind = "fft" if channels == 3 else "pixel"
     if kind == "auto-smooth":
         kind = "fft" if channels == 3 else "smooth"
     if kind == "smooth":
         return SmoothPixelParam(height, width, channels)
+    if kind == "maco":
+        if profile is None:
+            raise ValueError("the 'maco' parameterization needs the photos' Fourier profile (fourier_profile)")
+        return MagnitudeParam(height, width, channels, np.array(profile))
     if kind == "fft":
-        return FFTParam(height, width, channels)
+        return FFTParam(height, width, channels, decay,
+                        correlation=None if correlation is None else np.array(correlation))
     if kind == "pixel":
         return PixelParam(height, width, channels)
-    raise ValueError(f"unknown parameterization {kind!r} (fft, pixel, smooth, auto or auto-smooth)")
+    raise ValueError(f"unknown parameterization {kind!r} (fft, pixel, smooth, maco, auto or auto-smooth)")

@@ -65,6 +65,9 @@ class FeatVisSettings:
     # more in two optimisations than in one.
     chunk_size: int = 512
     max_size: int = 48  # largest canvas for layers of a model that takes any input size
+    color_correlation: tuple[tuple[float, ...], ...] | None = None  # FFT colour decorrelation; None: ImageNet's
+    fft_decay: float = 1.0  # the FFT parameterisation's spectrum scaling 1/f^decay (params.FFTParam)
+    fourier_profile: tuple[tuple[float, ...], ...] | None = None  # param "maco": the photos' (params.fourier_profile)
     total_variation: float = 0.02
     l2: float = 0.05  # pulls what the unit ignores back to grey: colour images were blown out without it
     blur: float = 0.0
@@ -189,7 +192,8 @@ class Renderer:
         self.probe, self.objective, self.settings, self.slots = probe, objective, settings, slots
         self.size, self.steps, self.stage = size, steps or settings.steps, stage
         self.param_size = (max(2, round(size[0] * scale)), max(2, round(size[1] * scale)))
-        self.param = make_param(settings.param, *self.param_size, probe.input_shape[-1])
+        self.param = make_param(settings.param, *self.param_size, probe.input_shape[-1], settings.color_correlation,
+                                settings.fft_decay, settings.fourier_profile)
         self.transform = standard_transforms(max(size), settings.zoom, settings.degrees)
         self.regularizers = settings.all_regularizers()
         self.learning_rate = settings.learning_rate or self.param.learning_rate
