@@ -17,6 +17,7 @@ Every image a `Network` takes is in [0, 1]; it maps them to the model's range.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -277,18 +278,8 @@ class Network:
         Returns:
             The probabilities (see `probabilities`) and each node's statistics.
         """
-        graph = self.graph
-        if None in self.image_shape[:2]:  # a model that takes any size: its maps' sizes come from the images'
-            graph = self._flatten(input_shape=(None, *images.shape[1:]))
-        outputs = {"values": graph[graph.output].tensor,
-                   **{path: _channel_summary(graph[path].tensor) for path in paths}}
-        batch_size = batch_size or self.forward_rows(limit=512)
-        out = _stream(graph.model_of(outputs), images, batch_size, progress_label)
-        logits = None
-        if self.output_kind == "multi-sigmoid":
-            logits = _stream(self.logits_model(), images, batch_size)
-        stats = {path: ChannelStats(*out[path]) for path in paths}
-        return TestPass(to_probabilities(out["values"], self.output_kind, logits), stats)
+        probabilities, out = self._forward(images, _channel_summary, paths, batch_size, progress_label)
+        return TestPass(probabilities, {path: ChannelStats(*out[path]) for path in paths})
 
     def peak_pass(self, images: np.ndarray, paths: list[str], batch_size: int | None = None,
                   progress_label: str = "test-set pass") -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -306,17 +297,21 @@ class Network:
             The probabilities (see `probabilities`) and node path -> (N, C) maxima, the same values as
             `test_pass(...).stats[path].max`.
         """
+        probabilities, out = self._forward(images, lambda maps: keras.ops.max(maps, axis=(1, 2)), paths, batch_size,
+                                           progress_label)
+        return probabilities, {path: out[path] for path in paths}
+
+    def _forward(self, images: np.ndarray, per_node: Callable, paths: list[str], batch_size: int | None,
+                 progress_label: str) -> tuple[np.ndarray, dict[str, Any]]:
+        """One streamed pass over `images`: their probabilities, and `per_node(tensor)` of each named node."""
         graph = self.graph
-        if None in self.image_shape[:2]:
+        if None in self.image_shape[:2]:  # a model that takes any size: its maps' sizes come from the images'
             graph = self._flatten(input_shape=(None, *images.shape[1:]))
-        outputs = {"values": graph[graph.output].tensor,
-                   **{path: keras.ops.max(graph[path].tensor, axis=(1, 2)) for path in paths}}
+        outputs = {"values": graph[graph.output].tensor, **{path: per_node(graph[path].tensor) for path in paths}}
         batch_size = batch_size or self.forward_rows(limit=512)
         out = _stream(graph.model_of(outputs), images, batch_size, progress_label)
-        logits = None
-        if self.output_kind == "multi-sigmoid":
-            logits = _stream(self.logits_model(), images, batch_size)
-        return to_probabilities(out["values"], self.output_kind, logits), {path: out[path] for path in paths}
+        logits = _stream(self.logits_model(), images, batch_size) if self.output_kind == "multi-sigmoid" else None
+        return to_probabilities(out["values"], self.output_kind, logits), out
 
     def channel_stats(self, paths: list[str], images: np.ndarray,
                       batch_size: int | None = None) -> dict[str, ChannelStats]:
