@@ -251,7 +251,10 @@ def make_param(kind: str, height: int, width: int, channels: int,
     images): FFT for colour, smoothed pixels for grayscale. `correlation`: the FFT's colour correlation (the
     data's own, `colour_correlation`); None: ImageNet's. `decay`: the FFT's spectrum scaling 1/f^decay (Lucid's
     1; larger favours coarse structure, as a photo's spectrum does). "maco": `MagnitudeParam` with `profile`
-    (`fourier_profile` of the model's photos)."""
+    (`fourier_profile` of the model's photos). `squash`, `contrast`: how FFT and MaCo values become [0, 1]
+    (SQUASHES; "spread" fixes each image's pixel spread to a photo's)."""
+    if squash not in SQUASHES:
+        raise ValueError(f"unknown squash {squash!r} ({', '.join(SQUASHES)})")
     if kind == "auto":
         kind = "fft" if channels == 3 else "pixel"
     if kind == "auto-smooth":
