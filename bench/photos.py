@@ -87,7 +87,7 @@ def variants(side: int, data: np.ndarray, steps: int) -> dict[str, FeatVisSettin
 
 def measure(name: str, network: Network, x_test: np.ndarray, x_train: np.ndarray, layers: list[str],
             filters: int, steps: int, only: str = "", ladder: tuple[float, ...] = (),
-            grids: Path | None = None) -> None:
+            grids: Path | None = None, per_layer: bool = False) -> None:
     stats = network.test_pass(x_test, [network.unit(layer).point.path for layer in layers]).stats
     photos = median_slope(spectral_slope(x_test[:256]))
     photos_clipped = float(np.median(saturated_share(x_test[:256])))
@@ -115,6 +115,10 @@ def measure(name: str, network: Network, x_test: np.ndarray, x_train: np.ndarray
         canvas = results[layers[0]].images.shape[1]
         print(f"{label:32s} {canvas:>5d}px {slope:+6.2f} {slope - photos:+6.2f} {reached.mean():6.0%} {clipped:6.1%} "
               f"{seconds:5.0f}s", flush=True)
+        if per_layer:
+            medians = [median_slope(spectral_slope(images)) for images in rendered]
+            print("    per layer: " + ", ".join(f"{layer.split('/')[-1]} " + ("-" if m is None else f"{m:+.2f}")
+                                             for layer, m in zip(layers, medians)))
         if grids is not None:
             file = "".join(c if c.isalnum() or c in "-_.," else "_" for c in f"{name.split()[0]}-{label}")
             save_grid(grids / f"{file}.png", rendered)
@@ -160,6 +164,7 @@ def main() -> None:
     parser.add_argument("--variants", default="", help="variant names separated by semicolons (default: all)")
     parser.add_argument("--ladder", default="", help="FFT spectrum decays, e.g. 1.5,2,2.5: per filter the steepest "
                         "whose image reaches the dataset max")
+    parser.add_argument("--per-layer", action="store_true", help="also print each layer's median slope")
     parser.add_argument("--grids", type=Path, default=None, help="folder for one PNG per variant (8 per layer)")
     args = parser.parse_args()
     models = args.models.split(",")
@@ -171,7 +176,8 @@ def main() -> None:
         model = load_or_train(spec, data, config.resolve(config.cache_dir), config.seed).model
         network = Network(model)
         measure("cats-vs-dogs seed model", network, data.x_test, data.x_train,
-                [unit.path for unit in network.units], args.filters, args.steps, args.variants, ladder, args.grids)
+                [unit.path for unit in network.units], args.filters, args.steps, args.variants, ladder, args.grids,
+                args.per_layer)
     if "transfer" in models:
         from photo_models import TRANSFER_SIDE, transfer_model
 
@@ -184,7 +190,8 @@ def main() -> None:
         paths = [unit.path for unit in network.units]
         layers = [paths[i] for i in np.linspace(0, len(paths) - 1, 4).round().astype(int)]
         measure("transfer model (ImageNet MobileNetV2, frozen)", network, data.x_test, data.x_train, layers,
-                args.filters, args.steps, args.variants, ladder, args.grids)
+                args.filters, args.steps, args.variants, ladder, args.grids,
+                args.per_layer)
 
 
 if __name__ == "__main__":
