@@ -10,6 +10,7 @@ than as high-frequency noise; colour images also get Lucid's fixed colour
 decorrelation. `pixel` optimises pixels directly; `smooth` optimises pixels
 seen through a small Gaussian blur, so a single pixel cannot change on its own
 and strokes come out a few pixels wide, as in the data (class images).
+Colour (FFT, MaCo) images may instead take Lucid's plain sigmoid or a photo's fixed pixel spread (`SQUASHES`).
 """
 
 from __future__ import annotations
