@@ -38,6 +38,7 @@ def test_shipped_config_has_the_four_seed_models():
         (MODEL + 'feature_vis = { step = 9 }\n', "unknown key 'feature_vis.step'"),
         (MODEL + 'feature_vis = { scales = [0.5, 2] }\n', "scales in (0, 1]"),
         (MODEL + 'feature_vis = { param = "dct" }\n', "auto, fft, pixel"),
+        (MODEL + 'feature_vis = { squash = "tanh" }\n', "clip, sigmoid, spread"),
         (MODEL + 'feature_vis = { leak = -0.1 }\n', "at least 0"),
         (MODEL + 'feature_vis = { chunk_size = 0 }\n', "'feature_vis.chunk_size' in model 'a' must be at least 1"),
         (MODEL + 'feature_vis = { learning_rate = 0.0 }\n', "must be more than 0"),

@@ -52,3 +52,21 @@ def test_the_magnitude_constrained_images_have_the_photos_slope_whatever_their_p
         assert images.mean() == pytest.approx(photos.mean(), abs=0.05)
     with pytest.raises(ValueError):
         make_param("maco", 64, 64, 3)
+
+
+def test_a_fixed_spread_keeps_any_spectrum_at_a_photos_contrast_without_clipping():
+    """squash "spread": however far gradient ascent drives the spectrum, the image keeps a photo's pixel spread,
+    so it cannot buy activation with contrast (every pixel clipped, as the plain clip gives)."""
+    from reportgen.methods.featvis.params import PHOTO_SPREAD
+    from reportgen.methods.naturalness import saturated_share
+
+    rng = np.random.default_rng(3)
+    for scale in (1.0, 100.0):
+        start = tf.constant(make_param("fft", 48, 48, 3, decay=1.5).init(4, rng) * scale)
+        spread = make_param("fft", 48, 48, 3, decay=1.5, squash="spread").to_image(start).numpy()
+        clipped = make_param("fft", 48, 48, 3, decay=1.5).to_image(start).numpy()
+        assert spread.std(axis=(1, 2, 3)) == pytest.approx(PHOTO_SPREAD, abs=0.05)
+        assert saturated_share(spread).max() < 0.1
+    assert saturated_share(clipped).min() > 0.5  # the scale-100 start: the plain clip saturates
+    with pytest.raises(ValueError):
+        make_param("fft", 8, 8, 3, squash="nonsense")

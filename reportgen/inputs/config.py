@@ -141,11 +141,13 @@ GRANULARITIES = ("model", "chunk")
 # The FeatVisSettings a config may set, with their types (checked here, before TensorFlow is imported).
 FEATURE_VIS_KEYS = {"steps": int, "warmup_steps": int, "settle_steps": int, "param": str, "learning_rate": float,
                     "leak": float, "zoom": float, "degrees": float, "scales": list, "total_variation": float,
-                    "l2": float, "blur": float, "chunk_size": int, "diversity": float, "picture_steps": int}
+                    "l2": float, "blur": float, "chunk_size": int, "diversity": float, "picture_steps": int,
+                    "squash": str}
 # Class images (`feature_vis.classes`) take the same keys and these (FeatVisSettings.for_classes).
 CLASS_FEATURE_VIS_KEYS = {**FEATURE_VIS_KEYS, "objective": str, "starts": int}
 CLASS_OBJECTIVES = ("logit", "margin")
 PARAMETERIZATIONS = ("auto", "fft", "pixel", "smooth", "auto-smooth")
+SQUASHES = ("clip", "sigmoid", "spread")  # params.SQUASHES: how colour (FFT) images become [0, 1]
 BUDGET_KEYS = {"layers": int, "units": int, "choose": str, "picture_work": int}
 BUDGET_CHOICES = ("activation", "even")
 PREPROCESS_MODES = ("caffe", "tf", "torch")  # keras.applications.imagenet_utils.preprocess_input's modes
@@ -357,6 +359,8 @@ def _check_feature_vis(value: Any, where: str, source: str, prefix: str = "featu
         _check_type(setting, known[key], label, source)
         if key == "param" and setting not in PARAMETERIZATIONS:
             raise ReportgenError(f"{source}: {label} must be one of {', '.join(PARAMETERIZATIONS)}, not {setting!r}")
+        if key == "squash" and setting not in SQUASHES:
+            raise ReportgenError(f"{source}: {label} must be one of {', '.join(SQUASHES)}, not {setting!r}")
         if key == "objective" and setting not in CLASS_OBJECTIVES:
             raise ReportgenError(f"{source}: {label} must be one of {', '.join(CLASS_OBJECTIVES)}, not {setting!r}")
         if key == "scales" and not (setting and all(_is_number(s) and 0 < s <= 1 for s in setting)):

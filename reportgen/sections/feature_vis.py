@@ -20,7 +20,7 @@ from reportgen.util.slugs import slugify
 
 DEAD_TINT = np.array([0.85, 0.15, 0.15], np.float32)
 SETTINGS_SHOWN = ("steps", "param", "warmup_steps", "leak", "zoom", "degrees", "scales", "total_variation", "l2",
-                  "max_size", "fft_decay")
+                  "max_size", "fft_decay", "squash")
 GRID_BACKGROUND = 0.6  # grey, so all-white and all-black patterns both show their edges
 CLASS_IMAGE_SIDE = 112  # each class's own PNG is magnified by a whole factor to about this many pixels (28 px: x4)
 # l2 as used: the preset's per-margin weight times the typical margin, which is stored beside it
@@ -478,6 +478,8 @@ def _recipe(settings: FeatVisSettings) -> str:
     words = [f"{settings.steps} steps", " and ".join(transforms) + " at every step"]
     if settings.fft_decay != 1.0 and settings.param in ("auto", "fft"):
         words.append(f"colour images as a Fourier spectrum scaled 1/f^{settings.fft_decay:g}")
+    if settings.squash == "spread" and settings.param in ("auto", "fft", "maco"):
+        words.append("each colour image held at a photo's contrast")
     if len(settings.scales) > 1:
         words.append("coarse to fine over scales " + ", ".join(f"{scale:g}" for scale in settings.scales))
     return "; ".join(words)

@@ -10,6 +10,7 @@ than as high-frequency noise; colour images also get Lucid's fixed colour
 decorrelation. `pixel` optimises pixels directly; `smooth` optimises pixels
 seen through a small Gaussian blur, so a single pixel cannot change on its own
 and strokes come out a few pixels wide, as in the data (class images).
+Colour (FFT, MaCo) images may instead take Lucid's plain sigmoid or a photo's fixed pixel spread (`SQUASHES`).
 """
 
 from __future__ import annotations
@@ -46,10 +47,41 @@ def to_unit_range(x: tf.Tensor) -> tf.Tensor:
     return tf.nn.relu6(6.0 * (1.1 * tf.sigmoid(x) - 0.05)) / 6.0
 
 
+def soft_unit_range(x: tf.Tensor) -> tf.Tensor:
+    """Lucid's plain sigmoid at the same slope at grey as `to_unit_range`: it never reaches 0 or 1, and its gradient
+    fades toward them, so a pixel is pushed to a pure colour only where the unit asks for it hard."""
+    return tf.sigmoid(1.1 * x)
+
+
+def from_soft_unit_range(images: tf.Tensor) -> tf.Tensor:
+    """The inverse of `soft_unit_range` (exact black and white at a finite logit)."""
+    p = tf.clip_by_value(tf.cast(images, tf.float32), 0.005, 0.995)
+    return (tf.math.log(p) - tf.math.log1p(-p)) / 1.1
+
+
 def from_unit_range(images: tf.Tensor) -> tf.Tensor:
     """The inverse of `to_unit_range`; exact black and white map to the logits where the clip starts."""
     p = tf.clip_by_value((tf.cast(images, tf.float32) + 0.05) / 1.1, 0.05 / 1.1, 1.05 / 1.1)
     return tf.math.log(p) - tf.math.log1p(-p)
+
+
+PHOTO_SPREAD = 0.25  # a photo's typical standard deviation of pixel values in [0, 1] (cats-vs-dogs: about 0.25)
+
+
+def fixed_spread(x: tf.Tensor, contrast: float = 1.0) -> tf.Tensor:
+    """Each image scaled to the standard deviation of a photo's pixels, then `to_unit_range`: ReLU units respond
+    about linearly to contrast, so gradient ascent left free drives every pixel into the clip; with the spread fixed
+    it can only arrange light and colour, as MaCo's fixed magnitude does, but over a spectrum of its own.
+    `contrast` scales the spread."""
+    centred = x - tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+    spread = tf.math.reduce_std(centred, axis=[1, 2, 3], keepdims=True) + 1e-6
+    return to_unit_range(centred / spread * (contrast * PHOTO_SPREAD * _LOGIT_GAIN))
+
+
+# name -> (values, contrast -> images in [0, 1]; its inverse, up to the contrast)
+SQUASHES = {"clip": (lambda x, contrast: to_unit_range(contrast * x), from_unit_range),
+            "sigmoid": (lambda x, contrast: soft_unit_range(contrast * x), from_soft_unit_range),
+            "spread": (fixed_spread, from_unit_range)}
 
 
 class Parameterization:
@@ -118,8 +150,10 @@ class FFTParam(Parameterization):
     learning_rate = 0.3
 
     def __init__(self, height: int, width: int, channels: int, decay: float = 1.0,
-                 correlation: np.ndarray | None = None) -> None:
+                 correlation: np.ndarray | None = None, squash: str = "clip", contrast: float = 1.0) -> None:
         super().__init__(height, width, channels)
+        self.squash, self.unsquash = SQUASHES[squash]
+        self.contrast = contrast
         # decorrelated channels -> RGB: the data's own (colour_correlation) or Lucid's ImageNet one
         self.correlation = np.asarray(COLOR_CORRELATION if correlation is None else correlation, np.float32)
         fy = np.fft.fftfreq(height)[:, None]
@@ -139,10 +173,10 @@ class FFTParam(Parameterization):
         image = tf.transpose(image, [0, 2, 3, 1]) / 4.0
         if self.channels == 3:
             image = tf.tensordot(image, tf.constant(self.correlation.T), axes=1)
-        return to_unit_range(image)
+        return self.squash(image, self.contrast)
 
     def from_image(self, images: np.ndarray) -> np.ndarray:
-        image = from_unit_range(images)
+        image = self.unsquash(images) / self.contrast
         if self.channels == 3:
             image = tf.tensordot(image, tf.constant(np.linalg.inv(self.correlation.T)), axes=1)
         spectrum = tf.signal.rfft2d(tf.transpose(image * 4.0, [0, 3, 1, 2])) / self.scale
@@ -158,8 +192,11 @@ class MagnitudeParam(Parameterization):
 
     learning_rate = 0.3
 
-    def __init__(self, height: int, width: int, channels: int, profile: np.ndarray) -> None:
+    def __init__(self, height: int, width: int, channels: int, profile: np.ndarray, squash: str = "clip",
+                 contrast: float = 1.0) -> None:
         super().__init__(height, width, channels)
+        self.squash = SQUASHES[squash][0]
+        self.contrast = contrast
         profile = np.asarray(profile, np.float32).reshape(channels, -1)
         rings = _rfft_rings(height, width)
         magnitude = profile[:, np.minimum(rings, profile.shape[1] - 1)]  # (C, H, W//2+1)
@@ -174,7 +211,8 @@ class MagnitudeParam(Parameterization):
         phase = param * (1.0 - self.dc)  # the mean keeps phase 0: it stays the photos' mean colour
         spectrum = self.magnitude * tf.exp(tf.complex(tf.zeros_like(phase), phase))
         image = tf.transpose(tf.signal.irfft2d(spectrum, fft_length=[self.height, self.width]), [0, 2, 3, 1])
-        return to_unit_range(_LOGIT_GAIN * (image - 0.5))  # about the photo's own values, softly clipped
+        # about the photo's own values (contrast 1), softly clipped
+        return self.squash(_LOGIT_GAIN * (image - 0.5), self.contrast)
 
     def from_image(self, images: np.ndarray) -> np.ndarray:
         raise NotImplementedError("the magnitude-constrained parameterisation takes no starting images (scales)")
@@ -206,14 +244,18 @@ def _rfft_rings(height: int, width: int) -> np.ndarray:
 
 def make_param(kind: str, height: int, width: int, channels: int,
                correlation: tuple[tuple[float, ...], ...] | None = None, decay: float = 1.0,
-               profile: tuple[tuple[float, ...], ...] | None = None) -> Parameterization:
+               profile: tuple[tuple[float, ...], ...] | None = None, squash: str = "clip",
+               contrast: float = 1.0) -> Parameterization:
     """`kind` is "fft", "pixel", "smooth", "auto" or "auto-smooth". "auto": decorrelated FFT for colour
     (smoother patterns, and more cats-vs-dogs filters reach the dataset max than with pixels), pixels for
     grayscale (on fashion-2conv's first layer pixels reach 67% of filters, FFT 41%). "auto-smooth" (class
     images): FFT for colour, smoothed pixels for grayscale. `correlation`: the FFT's colour correlation (the
     data's own, `colour_correlation`); None: ImageNet's. `decay`: the FFT's spectrum scaling 1/f^decay (Lucid's
     1; larger favours coarse structure, as a photo's spectrum does). "maco": `MagnitudeParam` with `profile`
-    (`fourier_profile` of the model's photos)."""
+    (`fourier_profile` of the model's photos). `squash`, `contrast`: how FFT and MaCo values become [0, 1]
+    (SQUASHES; "spread" fixes each image's pixel spread to a photo's)."""
+    if squash not in SQUASHES:
+        raise ValueError(f"unknown squash {squash!r} ({', '.join(SQUASHES)})")
     if kind == "auto":
         kind = "fft" if channels == 3 else "pixel"
     if kind == "auto-smooth":
@@ -223,10 +265,11 @@ def make_param(kind: str, height: int, width: int, channels: int,
     if kind == "maco":
         if profile is None:
             raise ValueError("the 'maco' parameterization needs the photos' Fourier profile (fourier_profile)")
-        return MagnitudeParam(height, width, channels, np.array(profile))
+        return MagnitudeParam(height, width, channels, np.array(profile), squash, contrast)
     if kind == "fft":
         return FFTParam(height, width, channels, decay,
-                        correlation=None if correlation is None else np.array(correlation))
+                        correlation=None if correlation is None else np.array(correlation), squash=squash,
+                        contrast=contrast)
     if kind == "pixel":
         return PixelParam(height, width, channels)
     raise ValueError(f"unknown parameterization {kind!r} (fft, pixel, smooth, maco, auto or auto-smooth)")

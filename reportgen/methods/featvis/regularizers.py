@@ -63,3 +63,17 @@ def l2(weight: float, target: float | tuple[float, ...] = 0.5) -> Regularizer:
 def blur(weight: float) -> Regularizer:
     """Penalise distance from the image's own 3x3 blur: softer edges."""
     return Regularizer("blur", weight, _blur_distance)
+
+
+SATURATION_BAND = 0.1  # pixels closer than this to 0 or 1 are penalised by `saturation`
+
+
+def _saturation(images: tf.Tensor) -> tf.Tensor:
+    """Mean squared depth of each channel value into the band within SATURATION_BAND of 0 or 1, in band units."""
+    excess = tf.nn.relu(tf.abs(images - 0.5) - (0.5 - SATURATION_BAND)) / SATURATION_BAND
+    return tf.reduce_mean(tf.square(excess), axis=[1, 2, 3])
+
+
+def saturation(weight: float) -> Regularizer:
+    """Penalise values near pure black, white or colour: no clipped blobs (naturalness.saturated_share)."""
+    return Regularizer("saturation", weight, _saturation)

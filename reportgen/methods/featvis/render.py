@@ -32,7 +32,7 @@ import tensorflow as tf
 from reportgen.methods.featvis.objectives import Objective
 from reportgen.methods.featvis.params import make_param
 from reportgen.methods.featvis.probes import OPTIMISE, PLAIN, WARM_UP, Probe
-from reportgen.methods.featvis.regularizers import Regularizer, blur, l2, total_variation
+from reportgen.methods.featvis.regularizers import Regularizer, blur, l2, saturation, total_variation
 from reportgen.methods.featvis.transforms import standard_transforms
 
 IDENTITY_DRAW = 0.5  # the uniform draw every standard transform maps to "no change"
@@ -68,6 +68,9 @@ class FeatVisSettings:
     color_correlation: tuple[tuple[float, ...], ...] | None = None  # FFT colour decorrelation; None: ImageNet's
     fft_decay: float = 1.0  # the FFT parameterisation's spectrum scaling 1/f^decay (params.FFTParam)
     fourier_profile: tuple[tuple[float, ...], ...] | None = None  # param "maco": the photos' (params.fourier_profile)
+    squash: str = "clip"  # FFT/MaCo colour images into [0, 1]: "clip" (stretched, clipped sigmoid) or "sigmoid"
+    contrast: float = 1.0  # FFT/MaCo: the image's values are multiplied by this before the squash
+    saturation: float = 0.0  # weight of the penalty on pixels near 0 or 1 (regularizers.saturation)
     total_variation: float = 0.02
     l2: float = 0.05  # pulls what the unit ignores back to grey: colour images were blown out without it
     blur: float = 0.0
@@ -117,7 +120,8 @@ class FeatVisSettings:
 
     def all_regularizers(self) -> list[Regularizer]:
         toward = 0.5 if self.l2_target is None else self.l2_target
-        weights = [(total_variation, self.total_variation), (lambda w: l2(w, toward), self.l2), (blur, self.blur)]
+        weights = [(total_variation, self.total_variation), (lambda w: l2(w, toward), self.l2), (blur, self.blur),
+                   (saturation, self.saturation)]
         return [make(w) for make, w in weights if w > 0] + list(self.regularizers)
 
 
@@ -193,7 +197,7 @@ class Renderer:
         self.size, self.steps, self.stage = size, steps or settings.steps, stage
         self.param_size = (max(2, round(size[0] * scale)), max(2, round(size[1] * scale)))
         self.param = make_param(settings.param, *self.param_size, probe.input_shape[-1], settings.color_correlation,
-                                settings.fft_decay, settings.fourier_profile)
+                                settings.fft_decay, settings.fourier_profile, settings.squash, settings.contrast)
         self.transform = standard_transforms(max(size), settings.zoom, settings.degrees)
         self.regularizers = settings.all_regularizers()
         self.learning_rate = settings.learning_rate or self.param.learning_rate
