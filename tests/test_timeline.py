@@ -257,3 +257,36 @@ def test_a_model_keras_cannot_copy_gets_the_same_timeline(tiny_context, tmp_path
             np.testing.assert_allclose(got["activation"], want["activation"], rtol=1e-5, atol=1e-6)
             assert got["activation"][-1] == pytest.approx(vis.handoff[name].records[got["filter"]]["activation"])
     assert [np.array_equal(w, v) for w, v in zip(ctx.model.get_weights(), own)] == [True] * len(own)
+
+
+def test_a_colour_models_timeline_uses_the_photo_canvas_of_its_pictures(tmp_path: Path) -> None:
+    """A colour model larger than the default canvas: its feature-vis pictures are optimised on its input size
+    (photo_canvas), and the timeline's earlier snapshots must be too, to sit in one filmstrip with the last."""
+    (x, y), (xt, yt) = keras.datasets.mnist.load_data()
+    x, xt, yt = _colour_digits(x[:600]), _colour_digits(xt[:100]), yt[:100]
+    np.savez(tmp_path / "data.npz", x_test=xt, y_test=yt)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((56, 56, 3))
+    h = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="conv")(inputs)
+    h = keras.layers.GlobalMaxPooling2D(name="pool")(h)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="out")(h), name="colour")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    checkpoints = tmp_path / "ckpt"
+    checkpoints.mkdir()
+    model.fit(x, y[:600], epochs=2, batch_size=64, verbose=0,
+              callbacks=[keras.callbacks.ModelCheckpoint(str(checkpoints / "model.{epoch:02d}.keras"))])
+    model.save(tmp_path / "colour.keras")
+    out = tmp_path / "site"
+    result = reportgen_process("build", "--model-file", str(tmp_path / "colour.keras"), "--dataset",
+                               f"npz:{tmp_path / 'data.npz'}", "--checkpoints", str(checkpoints), "--quick",
+                               "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "colour" / "report.json").read_text())
+    sections = {s["id"]: s["data"] for s in report["sections"]}
+    assert sections["feature-vis"]["pictures"]["canvas"] == [56, 56]
+    assert sections["timeline"]["epochs"] == [1, 2]
+
+
+def _colour_digits(images: np.ndarray) -> np.ndarray:
+    """MNIST digits at 56 px in three channels: a colour model larger than the default 48-px canvas."""
+    return np.repeat(np.kron(images[..., None], np.ones((1, 2, 2, 1))), 3, axis=-1).astype(np.float32) / 255

@@ -41,8 +41,7 @@ def build(ctx: ModelContext) -> Section | None:
     """The section; its `handoff` is each conv layer's LayerPictures, and under LOGITS the class images from
     each class's first random start (their records: the logit reached and the model's probability)."""
     convs = ctx.plan.layers
-    settings = FeatVisSettings.from_config(ctx.spec.feature_vis)
-    settings = photo_canvas(ctx, settings.quick() if ctx.quick else settings)
+    settings = picture_settings(ctx)
     section = Section(
         id="feature-vis",
         title="Feature visualization",
@@ -101,6 +100,13 @@ def build(ctx: ModelContext) -> Section | None:
          for c, a, p in zip(first.units, first.activation, first.probability)})
     section.data["settings"] = {key: getattr(settings, key) for key in SETTINGS_SHOWN}
     return section
+
+
+def picture_settings(ctx: ModelContext) -> FeatVisSettings:
+    """The optimisation every filter picture of this model uses (the timeline's too, so its last snapshot's
+    pictures are the section's): the config's, shortened by --quick, on a photo model's canvas."""
+    settings = FeatVisSettings.from_config(ctx.spec.feature_vis)
+    return photo_canvas(ctx, settings.quick() if ctx.quick else settings)
 
 
 def photo_canvas(ctx: ModelContext, settings: FeatVisSettings) -> FeatVisSettings:

@@ -32,7 +32,7 @@ from reportgen.model.surgery import weights_copy
 from reportgen.model.units import conv_kernel
 from reportgen.sections.confusion import confusion_matrix
 from reportgen.sections.context import ModelContext
-from reportgen.sections.feature_vis import _class_settings, typical_margin
+from reportgen.sections.feature_vis import _class_settings, picture_settings, typical_margin
 from reportgen.sections.kernels import _diverging_tiles, _rgb_tiles
 from reportgen.sections.report import Figure, Page, Section, Table
 from reportgen.sections.units import LayerPictures, paged_units
@@ -61,8 +61,7 @@ def build(ctx: ModelContext, pictures: dict[str, LayerPictures] | None = None) -
         return section
     start = time.perf_counter()
     epochs = sorted(ctx.snapshots)
-    settings = FeatVisSettings.from_config(ctx.spec.feature_vis)
-    settings = settings.quick() if ctx.quick else settings
+    settings = picture_settings(ctx)
     # One random start per class: with the best of several, the start kept could change from one epoch to the
     # next, and the picture with it, though the model had not.
     class_settings = dataclasses.replace(
