@@ -95,19 +95,8 @@ def test_timeline_from_model_checkpoint_files_equals_each_snapshot(tmp_path: Pat
     (x, y), (xt, yt) = keras.datasets.mnist.load_data()
     x = x[:TRAIN_IMAGES, ..., None].astype(np.float32) / 255
     xt, yt = xt[:TEST_IMAGES, ..., None].astype(np.float32) / 255, yt[:TEST_IMAGES]
-    np.savez(tmp_path / "data.npz", x_test=xt, y_test=yt)
-    checkpoints = tmp_path / "ckpt"
-    checkpoints.mkdir()
-    model = small_mnist_model()
-    model.fit(x, y[:TRAIN_IMAGES], epochs=3, batch_size=64, verbose=0,
-              callbacks=[keras.callbacks.ModelCheckpoint(str(checkpoints / "model.{epoch:02d}.keras"))])
-    model.save(tmp_path / "learner.keras")
-    out = tmp_path / "site"
-    result = reportgen_process("build", "--model-file", str(tmp_path / "learner.keras"), "--dataset",
-                               f"npz:{tmp_path / 'data.npz'}", "--checkpoints", str(checkpoints), "--quick",
-                               "--out", str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((out / "learner" / "report.json").read_text())
+    report = _report_from_checkpoints(small_mnist_model(), x, y[:TRAIN_IMAGES], xt, yt, 3, tmp_path)
+    checkpoints, out = tmp_path / "ckpt", tmp_path / "site"
     timeline = next(s for s in report["sections"] if s["id"] == "timeline")["data"]
     assert timeline["epochs"] == [1, 2, 3]
     for k, epoch in enumerate(timeline["epochs"]):  # each epoch's numbers are that checkpoint's own
@@ -264,24 +253,13 @@ def test_a_colour_models_timeline_uses_the_photo_canvas_of_its_pictures(tmp_path
     (photo_canvas), and the timeline's earlier snapshots must be too, to sit in one filmstrip with the last."""
     (x, y), (xt, yt) = keras.datasets.mnist.load_data()
     x, xt, yt = _colour_digits(x[:600]), _colour_digits(xt[:100]), yt[:100]
-    np.savez(tmp_path / "data.npz", x_test=xt, y_test=yt)
     keras.utils.set_random_seed(0)
     inputs = keras.Input((56, 56, 3))
     h = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="conv")(inputs)
     h = keras.layers.GlobalMaxPooling2D(name="pool")(h)
     model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="out")(h), name="colour")
     model.compile("adam", "sparse_categorical_crossentropy")
-    checkpoints = tmp_path / "ckpt"
-    checkpoints.mkdir()
-    model.fit(x, y[:600], epochs=2, batch_size=64, verbose=0,
-              callbacks=[keras.callbacks.ModelCheckpoint(str(checkpoints / "model.{epoch:02d}.keras"))])
-    model.save(tmp_path / "colour.keras")
-    out = tmp_path / "site"
-    result = reportgen_process("build", "--model-file", str(tmp_path / "colour.keras"), "--dataset",
-                               f"npz:{tmp_path / 'data.npz'}", "--checkpoints", str(checkpoints), "--quick",
-                               "--out", str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((out / "colour" / "report.json").read_text())
+    report = _report_from_checkpoints(model, x, y[:600], xt, yt, 2, tmp_path)
     sections = {s["id"]: s["data"] for s in report["sections"]}
     assert sections["feature-vis"]["pictures"]["canvas"] == [56, 56]
     assert sections["timeline"]["epochs"] == [1, 2]
@@ -290,3 +268,21 @@ def test_a_colour_models_timeline_uses_the_photo_canvas_of_its_pictures(tmp_path
 def _colour_digits(images: np.ndarray) -> np.ndarray:
     """MNIST digits at 56 px in three channels: a colour model larger than the default 48-px canvas."""
     return np.repeat(np.kron(images[..., None], np.ones((1, 2, 2, 1))), 3, axis=-1).astype(np.float32) / 255
+
+
+def _report_from_checkpoints(model: keras.Model, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
+                             y_test: np.ndarray, epochs: int, folder: Path) -> dict:
+    """A user's training with keras.callbacks.ModelCheckpoint (folder/ckpt), the model saved to a file, then
+    `reportgen build --checkpoints` in a new process; the report.json it wrote."""
+    np.savez(folder / "data.npz", x_test=x_test, y_test=y_test)
+    checkpoints = folder / "ckpt"
+    checkpoints.mkdir()
+    model.fit(x, y, epochs=epochs, batch_size=64, verbose=0,
+              callbacks=[keras.callbacks.ModelCheckpoint(str(checkpoints / "model.{epoch:02d}.keras"))])
+    model.save(folder / f"{model.name}.keras")
+    out = folder / "site"
+    result = reportgen_process("build", "--model-file", str(folder / f"{model.name}.keras"), "--dataset",
+                               f"npz:{folder / 'data.npz'}", "--checkpoints", str(checkpoints), "--quick",
+                               "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((out / model.name / "report.json").read_text())
